@@ -1,0 +1,40 @@
+# leccr_lightning front door. Everything runs inside .venv, created from scratch by `make install`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SYNTH_DIR ?= data/synthetic
+EXPERIMENT ?= configs/experiments/baseline/tiny.yaml
+export OMP_NUM_THREADS ?= 1
+export WANDB_MODE ?= offline
+export HF_HUB_OFFLINE = 1
+export TRANSFORMERS_OFFLINE = 1
+export HF_HUB_DISABLE_PROGRESS_BARS = 1
+export TOKENIZERS_PARALLELISM = false
+
+.PHONY: install train test test-fast lint bench sweep-check clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+train: install
+	@test -f $(SYNTH_DIR)/MANIFEST.json || $(BIN)/leccr synth --out $(SYNTH_DIR)
+	$(BIN)/leccr fit --config $(EXPERIMENT) --data.init_args.root=$(SYNTH_DIR) --trainer.default_root_dir=runs/train
+
+test: install
+	$(BIN)/python -m pytest -q -x --durations=15 tests
+
+lint: install
+	$(BIN)/ruff check leccr_lightning tests benchmarks
+	$(BIN)/ruff format --check leccr_lightning tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/eval_speed.py
+	$(BIN)/python benchmarks/loader_speed.py
+
+clean:
+	rm -rf runs lightning_logs .pytest_cache

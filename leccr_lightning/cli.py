@@ -1,0 +1,84 @@
+"""The ``leccr`` command: Lightning subcommands (fit, validate, test, predict) and data tools (synth, ...).
+
+``leccr fit --config configs/experiments/baseline/tiny.yaml`` composes data, model and trainer through LightningCLI
+(``class_path``/``init_args``, dotted overrides). Sizes shared by data and model (``visual_dim``, ``vocab_size``) are
+linked from the instantiated DataModule, never interpolated (ecosystem P14). ``leccr test`` prints the metrics and
+writes them as a flat JSON dict ``test_metrics.json`` into the run's log directory; ``fit --test_after_fit true``
+tests the best checkpoint right after training.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from leccr_lightning.tools import TOOLS
+
+
+def _link_if_present(attribute: str) -> Callable:
+    """A link function that forwards ``data.<attribute>`` when the DataModule has it (else the model default)."""
+
+    def forward(data: L.LightningDataModule):
+        return getattr(data, attribute, None)
+
+    return forward
+
+
+class LeccrCLI(LightningCLI):
+    """LightningCLI with data->model size links, a test-after-fit option and ``test_metrics.json``."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--test_after_fit", type=bool, default=False,
+                            help="after fit, test the best checkpoint and write test_metrics.json")
+        parser.link_arguments("data", "model.init_args.visual_dim", compute_fn=_link_if_present("visual_dim"),
+                              apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.vocab_size", compute_fn=_link_if_present("vocab_size"),
+                              apply_on="instantiate")
+
+    def after_fit(self) -> None:
+        if self.config[self.subcommand].get("test_after_fit"):
+            has_best = bool(getattr(self.trainer.checkpoint_callback, "best_model_path", ""))
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
+            self.after_test()
+
+    def after_test(self) -> None:
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")}
+        if self.trainer.global_rank != 0:
+            return
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        print(f"test metrics ({out_dir / 'test_metrics.json'}):")
+        for key in sorted(metrics):
+            print(f"  {key:<24} {metrics[key]:.4f}")
+
+
+def lightning_main(args: list[str] | None = None) -> LeccrCLI:
+    """Run a Lightning subcommand; returns the CLI object (its trainer, model and datamodule) for callers and tests."""
+    return LeccrCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"parser_mode": "omegaconf"},
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``leccr`` console script."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in TOOLS:
+        TOOLS[argv[0]](argv[1:])
+    else:
+        lightning_main(argv)
+
+
+if __name__ == "__main__":
+    main()

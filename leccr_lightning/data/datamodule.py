@@ -1,0 +1,260 @@
+"""``CCRDataModule``: the official VisualSearch layout -> pseudo-parallel training batches and eval splits.
+
+File names come from the ``configs/data/`` presets (ccr_methods §1.2); the roles a method needs are listed in
+``roles`` (``source``, ``target``, ``back``, ``description``) and only those are loaded. Validation and test return
+two loaders: queries (human target-language captions, ``query`` role, plus ``translated`` for translate-test) and the
+gallery of visual items; ``RetrievalMetric`` matches them by position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from leccr_lightning.data.datasets import (
+    Gallery,
+    PseudoParallelDataset,
+    QuerySet,
+    VisualItems,
+    aligned_rows,
+    positions_of,
+)
+from leccr_lightning.data.errors import DataFormatError
+from leccr_lightning.data.features import FeatureStore, open_feature_store
+from leccr_lightning.data.text import TokenizedTexts, load_or_train_tokenizer, normalize_caption
+from leccr_lightning.data.visualsearch import CaptionFile, read_caption_file, read_id_list
+
+TRAIN_ROLES = ("source", "target", "back", "description")
+QUERY_ROLES = ("query", "translated")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class FeatureSpec:
+    """Where a split's visual features live (paths relative to the collection folder unless absolute)."""
+
+    path: str
+    kind: str = "bigfile"
+    ids: str | None = None
+    video2frames: str | None = None
+
+
+def expected_tag(role: str, language: str) -> str:
+    """The caption tag of a role for target language ``xx`` (ccr_methods §1.1)."""
+    return {
+        "source": "enc",
+        "target": f"enc2{language}",
+        "back": f"enc2{language}2enc",
+        "query": language,
+        "translated": f"{language}2enc",
+    }[role]
+
+
+class CCRDataModule(L.LightningDataModule):
+    """Cross-lingual cross-modal retrieval data in the NRCCR/LECCR release layout.
+
+    Args:
+        root: the VisualSearch root folder (``$HOME/VisualSearch`` in the official code).
+        collection: the collection folder under ``root`` (``multi30k``, ``mscoco``, ``vatex``, ``msrvtt10kcn``...).
+        language: the target language ``xx`` (de, fr, cs, ja, zh).
+        train_captions / val_captions / test_captions: role -> caption file name under ``TextData/``.
+        features: the feature store; ``split_features`` overrides it per split (e.g. per-split ``.npy`` files).
+        id_lists: split -> id-list file (relative to the collection); without one, a split's gallery is the visual
+            items of its caption file in order of first appearance (the official video convention).
+        roles: training text roles to load; ``query_roles``: evaluation query roles.
+        descriptions: folder of ``<visual_id>.txt`` MLLM descriptions (needed when ``description`` is a role).
+        tokenizer: ``"train"`` (WordPiece trained on the training captions, cached in ``<collection>/cache``) or
+            a local tokenizer directory / cached Hugging Face name.
+        normalization: caption normalisation policy (``none``, ``nrccr``, ``leccr``; ccr_methods §1.5).
+        max_frames: frame cap for videos (NRCCR ``VIDEO_MAX_LEN`` = 64).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        collection: str,
+        language: str,
+        train_captions: dict[str, str],
+        val_captions: dict[str, str],
+        test_captions: dict[str, str],
+        features: FeatureSpec,
+        split_features: dict[str, FeatureSpec] | None = None,
+        id_lists: dict[str, str] | None = None,
+        roles: list[str] | None = None,
+        query_roles: list[str] | None = None,
+        descriptions: str | None = None,
+        allow_missing_descriptions: bool = False,
+        tokenizer: str = "train",
+        tokenizer_vocab_size: int = 2000,
+        max_length: int = 64,
+        normalization: str = "none",
+        max_words: int = 30,
+        max_frames: int = 64,
+        frame_sampling: str = "first",
+        batch_size: int = 128,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.collection_dir = Path(root) / collection
+        if not self.collection_dir.is_dir():
+            raise FileNotFoundError(
+                f"collection folder {self.collection_dir} does not exist (run `leccr synth --out {root}` for a "
+                "synthetic one, or set data.init_args.root / collection)"
+            )
+        self.language = language
+        self.roles = list(roles or ["source", "target"])
+        self.query_roles = list(query_roles or ["query"])
+        for role in self.roles:
+            if role not in TRAIN_ROLES:
+                raise ValueError(f"unknown training role {role!r}; expected one of {TRAIN_ROLES}")
+            if role != "description" and role not in train_captions:
+                raise ValueError(f"role {role!r} is requested but train_captions names no file for it")
+        if "source" not in self.roles:
+            raise ValueError("training needs the 'source' role (one item per English caption)")
+        for role in self.query_roles:
+            if role not in QUERY_ROLES:
+                raise ValueError(f"unknown query role {role!r}; expected one of {QUERY_ROLES}")
+        if "description" in self.roles and descriptions is None:
+            raise ValueError("the 'description' role needs data.init_args.descriptions (a folder of <id>.txt)")
+        self._captions = {"train": train_captions, "val": val_captions, "test": test_captions}
+        self._splits: dict[str, dict] = {}
+        self.tokenizer = load_or_train_tokenizer(
+            tokenizer, self._tokenizer_corpus(), self.collection_dir / "cache", tokenizer_vocab_size
+        )
+
+    def _path(self, relative: str) -> Path:
+        path = Path(relative)
+        return path if path.is_absolute() else self.collection_dir / path
+
+    def _caption_file(self, split: str, role: str) -> CaptionFile:
+        names = self._captions[split]
+        if role not in names:
+            raise ValueError(f"{split}_captions names no file for role {role!r}")
+        return read_caption_file(self._path("TextData") / names[role], expected_tag(role, self.language))
+
+    @cached_property
+    def _train_files(self) -> dict[str, CaptionFile]:
+        return {role: self._caption_file("train", role) for role in self.roles if role != "description"}
+
+    def _tokenizer_corpus(self) -> list[str]:
+        return [self._normalize(t, r) for r, f in self._train_files.items() for t in f.texts]
+
+    def _normalize(self, text: str, role: str) -> str:
+        return normalize_caption(text, self.hparams.normalization, role, self.hparams.max_words)
+
+    def _store(self, split: str) -> FeatureStore:
+        spec = (self.hparams.split_features or {}).get(split, self.hparams.features)
+        if isinstance(spec, dict):
+            spec = FeatureSpec(**spec)
+        return open_feature_store(
+            spec.kind, self._path(spec.path), self._path(spec.ids) if spec.ids else None,
+            self._path(spec.video2frames) if spec.video2frames else None, self.hparams.max_frames,
+            self.hparams.frame_sampling,
+        )
+
+    @cached_property
+    def _train_store(self) -> FeatureStore:
+        return self._store("train")
+
+    @property
+    def visual_dim(self) -> int:
+        """Feature dimension of the visual store (linked into the model by the CLI)."""
+        return self._train_store.dim
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokenizer vocabulary size (linked into the model's text encoder by the CLI)."""
+        return len(self.tokenizer)
+
+    def _tokenize(self, texts, role: str) -> TokenizedTexts:
+        return TokenizedTexts(self.tokenizer, [self._normalize(t, role) for t in texts], self.hparams.max_length)
+
+    def _items(self, split: str, captions: CaptionFile, store: FeatureStore) -> VisualItems:
+        id_file = (self.hparams.id_lists or {}).get(split)
+        if id_file is not None:
+            return VisualItems(read_id_list(self._path(id_file)), store, self._path(id_file))
+        return VisualItems(captions.unique_visual_ids(), store, captions.path)
+
+    def _descriptions(self, items: VisualItems) -> TokenizedTexts:
+        folder = self._path(self.hparams.descriptions)
+        texts = []
+        for visual_id in items.ids:
+            path = folder / f"{visual_id}.txt"
+            if path.is_file():
+                text = path.read_text(encoding="utf-8").strip()
+            elif self.hparams.allow_missing_descriptions:
+                text = ""
+            else:
+                raise DataFormatError(path, visual_id, "missing MLLM description (set allow_missing_descriptions "
+                                      "to use an empty one, or run `leccr describe`)")
+            texts.append(text)
+        return self._tokenize(texts, "description")
+
+    def _build(self, split: str) -> dict:
+        if split == "train":
+            files = self._train_files
+            source = files["source"]
+            items = self._items("train", source, self._train_store)
+            texts = {role: self._tokenize(f.texts, role) for role, f in files.items()}
+            rows = {"source": np.arange(len(source))}
+            for role in files:
+                if role != "source":
+                    rows[role] = aligned_rows(source, files[role], expected_tag(role, self.language))
+            if "description" in self.roles:
+                texts["description"] = self._descriptions(items)
+                rows["description"] = positions_of(source, items)
+            return {"train": PseudoParallelDataset(source, items, texts, rows)}
+        query_file = self._caption_file(split, "query")
+        items = self._items(split, query_file, self._store(split))
+        texts = {"query": self._tokenize(query_file.texts, "query")}
+        rows = {"query": np.arange(len(query_file))}
+        if "translated" in self.query_roles:
+            translated = self._caption_file(split, "translated")
+            texts["translated"] = self._tokenize(translated.texts, "translated")
+            rows["translated"] = aligned_rows(query_file, translated, expected_tag("translated", self.language))
+        gallery_texts = {"description": self._descriptions(items)} if "description" in self.roles else None
+        return {"queries": QuerySet(query_file, items, texts, rows), "gallery": Gallery(items, gallery_texts)}
+
+    def split(self, split: str) -> dict:
+        """The datasets of a split, built once (tokenised once) and cached."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        if split not in self._splits:
+            self._splits[split] = self._build(split)
+        return self._splits[split]
+
+    def setup(self, stage: str) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}[stage]
+        for split in wanted:
+            self.split(split)
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate, num_workers=workers,
+            persistent_workers=workers > 0, drop_last=False,
+        )
+
+    def _eval_loaders(self, split: str) -> list[DataLoader]:
+        datasets = self.split(split)
+        size = self.hparams.eval_batch_size
+        return [self._loader(datasets["queries"], size, False), self._loader(datasets["gallery"], size, False)]
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.split("train")["train"], self.hparams.batch_size, True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")
+
+    def predict_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders("test")

@@ -1,0 +1,159 @@
+"""Training and evaluation datasets over the official layout; every item is an integer, batches are built whole.
+
+Training (``PseudoParallelDataset``): one item per human English caption ``v#enc#k``; the aligned machine
+translation ``v#enc2xx#k`` (and back-translation ``v#enc2xx2enc#k``) are found by tag substitution (ccr_methods
+§2.3, §7 item 4). Evaluation (``QuerySet`` + ``Gallery``): human target-language queries ``v#xx#k`` (optionally their
+MT into English ``v#xx2enc#k``) and an ordered gallery of visual items; the ground truth comes from the ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from leccr_lightning.data.errors import DataFormatError
+from leccr_lightning.data.features import FeatureStore
+from leccr_lightning.data.text import TokenizedTexts
+from leccr_lightning.data.visualsearch import CaptionFile
+
+
+def aligned_rows(anchor: CaptionFile, other: CaptionFile, tag: str) -> np.ndarray:
+    """Row in ``other`` of the caption aligned with each ``anchor`` caption (same visual id and index, ``tag``).
+
+    A missing aligned caption is an error naming the anchor caption id and the file it should be in.
+    """
+    row_of = {cap_id: i for i, cap_id in enumerate(other.ids)}
+    rows = np.empty(len(anchor), dtype=np.int64)
+    for i, parsed in enumerate(anchor.parsed):
+        wanted = parsed.with_tag(tag)
+        row = row_of.get(wanted)
+        if row is None:
+            raise DataFormatError(
+                other.path, anchor.ids[i], f"no caption {wanted} aligned with {anchor.ids[i]} of {anchor.path.name}"
+            )
+        rows[i] = row
+    return rows
+
+
+class VisualItems:
+    """An ordered list of visual items with their feature rows resolved once (errors name the missing id)."""
+
+    def __init__(self, visual_ids: Sequence[str], store: FeatureStore, source: str | Path):
+        self.ids = list(visual_ids)
+        self.position = {visual_id: i for i, visual_id in enumerate(self.ids)}
+        self.store = store
+        store.check_ids(self.ids, source)
+        self.rows = [store.rows_of(visual_id) for visual_id in self.ids]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``visual`` [B, T, D] and ``visual_mask`` [B, T] for items at ``positions``."""
+        return self.store.batch([self.rows[p] for p in positions])
+
+
+def positions_of(captions: CaptionFile, items: VisualItems) -> np.ndarray:
+    """The item position of every caption; a caption whose visual item is unknown is an error naming it."""
+    out = np.empty(len(captions), dtype=np.int64)
+    for i, parsed in enumerate(captions.parsed):
+        position = items.position.get(parsed.visual_id)
+        if position is None:
+            raise DataFormatError(
+                captions.path, captions.ids[i], f"visual item {parsed.visual_id} is not in the split's id list"
+            )
+        out[i] = position
+    return out
+
+
+class PseudoParallelDataset(Dataset):
+    """(visual, English source, MT target[, back-translation][, description]) training items, one per source caption.
+
+    ``texts`` maps a role to its tokenised captions and ``text_rows[role]`` gives, for every source caption, the row
+    of that role's caption (the identity for ``source``; aligned rows for ``target``/``back``; the visual item's row
+    for ``description``).
+    """
+
+    def __init__(self, source: CaptionFile, items: VisualItems, texts: Mapping[str, TokenizedTexts],
+                 text_rows: Mapping[str, np.ndarray]):
+        self.source = source
+        self.items = items
+        self.texts = dict(texts)
+        self.text_rows = dict(text_rows)
+        self.visual_index = positions_of(source, items)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def collate(self, indices: Sequence[int]) -> dict:
+        """Build a training batch (ARCHITECTURE "Training batch" contract)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        visual_index = self.visual_index[indices]
+        visual, visual_mask = self.items.batch(visual_index)
+        return {
+            "visual": visual,
+            "visual_mask": visual_mask,
+            "visual_index": torch.from_numpy(visual_index),
+            "text": {role: self.texts[role].batch(self.text_rows[role][indices]) for role in self.texts},
+            "caption_ids": [self.source.ids[i] for i in indices],
+        }
+
+
+class QuerySet(Dataset):
+    """Evaluation queries: human target-language captions (+ their translations), each with its gallery position."""
+
+    def __init__(self, queries: CaptionFile, items: VisualItems, texts: Mapping[str, TokenizedTexts],
+                 text_rows: Mapping[str, np.ndarray]):
+        self.queries = queries
+        self.texts = dict(texts)
+        self.text_rows = dict(text_rows)
+        self.targets = positions_of(queries, items)
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def collate(self, indices: Sequence[int]) -> dict:
+        indices = np.asarray(indices, dtype=np.int64)
+        return {
+            "kind": "query",
+            "position": torch.from_numpy(indices),
+            "target": torch.from_numpy(self.targets[indices]),
+            "text": {role: self.texts[role].batch(self.text_rows[role][indices]) for role in self.texts},
+            "caption_ids": [self.queries.ids[i] for i in indices],
+        }
+
+
+class Gallery(Dataset):
+    """Evaluation gallery: the split's visual items in id-list order (+ their descriptions if configured)."""
+
+    def __init__(self, items: VisualItems, texts: Mapping[str, TokenizedTexts] | None = None):
+        self.items = items
+        self.texts = dict(texts or {})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+    def collate(self, indices: Sequence[int]) -> dict:
+        indices = np.asarray(indices, dtype=np.int64)
+        visual, visual_mask = self.items.batch(indices)
+        return {
+            "kind": "gallery",
+            "position": torch.from_numpy(indices),
+            "visual": visual,
+            "visual_mask": visual_mask,
+            "text": {role: texts.batch(indices) for role, texts in self.texts.items()},
+            "visual_ids": [self.items.ids[i] for i in indices],
+        }

@@ -1,0 +1,256 @@
+"""Visual feature stores behind one interface: visual id -> frame rows -> a padded [B, T, D] batch.
+
+Spec: ccr_methods §1.4. ``BigFile`` is the official layout (``shape.txt`` = ``N D``, ``id.txt`` = N names,
+``feature.bin`` = N x D float32 row-major), memory-mapped rather than read row by row with seeks. A video is the
+ordered stack of its frame rows listed in ``video2frames.txt`` (a Python dict literal, read with
+``ast.literal_eval``). ``.npy`` (+ id list) and HDF5 (``features`` [N, D] + ``ids``) stores share the interface.
+"""
+
+from __future__ import annotations
+
+import ast
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from leccr_lightning.data.errors import DataFormatError
+
+
+class FeatureStore(ABC):
+    """Rows of a [N, D] float32 matrix addressed by name, optionally grouped into frame sequences per video.
+
+    Subclasses provide ``_matrix()`` (anything NumPy-indexable by a sorted row array) and ``names``.
+    """
+
+    path: Path
+    names: list[str]
+
+    def __init__(self, video2frames: str | Path | None = None, max_frames: int = 64, frame_sampling: str = "first"):
+        if frame_sampling not in ("first", "uniform"):
+            raise ValueError(f"frame_sampling must be 'first' or 'uniform', got {frame_sampling!r}")
+        self.max_frames = max_frames
+        self.frame_sampling = frame_sampling
+        self._row_of = {name: i for i, name in enumerate(self.names)}
+        self._frames = self._read_video2frames(Path(video2frames)) if video2frames is not None else None
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension D."""
+        return int(self.shape[1])
+
+    @property
+    @abstractmethod
+    def shape(self) -> tuple[int, int]:
+        """(N, D) of the underlying matrix."""
+
+    @abstractmethod
+    def _matrix(self):
+        """The [N, D] matrix, indexable by a sorted row array."""
+
+    def __contains__(self, visual_id: str) -> bool:
+        table = self._frames if self._frames is not None else self._row_of
+        return visual_id in table
+
+    def _read_video2frames(self, path: Path) -> dict[str, np.ndarray]:
+        """Parse ``{video_id: [frame_id, ...]}`` and resolve every frame to its row (errors name the frame)."""
+        if not path.is_file():
+            raise FileNotFoundError(f"video2frames file {path} does not exist")
+        try:
+            table = ast.literal_eval(path.read_text(encoding="utf-8"))
+        except (ValueError, SyntaxError) as err:
+            raise DataFormatError(path, getattr(err, "lineno", 0) or 0, f"not a Python dict literal ({err})") from err
+        if not isinstance(table, dict):
+            raise DataFormatError(path, 0, "expected a dict {video_id: [frame_id, ...]}")
+        frames: dict[str, np.ndarray] = {}
+        for video_id, frame_ids in table.items():
+            if not frame_ids:
+                raise DataFormatError(path, str(video_id), "the video lists no frames")
+            rows = []
+            for frame_id in frame_ids:
+                row = self._row_of.get(frame_id)
+                if row is None:
+                    raise DataFormatError(path, str(video_id), f"frame {frame_id} is not in {self.path}")
+                rows.append(row)
+            frames[str(video_id)] = np.asarray(rows, dtype=np.int64)
+        return frames
+
+    def rows_of(self, visual_id: str) -> np.ndarray:
+        """Matrix rows of an item: one row for an image, its (capped) frame rows for a video."""
+        if self._frames is None:
+            row = self._row_of.get(visual_id)
+            if row is None:
+                raise KeyError(f"visual id {visual_id} has no feature in {self.path}")
+            return np.asarray([row], dtype=np.int64)
+        rows = self._frames.get(visual_id)
+        if rows is None:
+            raise KeyError(f"video {visual_id} is not in the video2frames table of {self.path}")
+        if len(rows) <= self.max_frames:
+            return rows
+        if self.frame_sampling == "first":
+            return rows[: self.max_frames]
+        picks = np.linspace(0, len(rows) - 1, self.max_frames).round().astype(np.int64)
+        return rows[picks]
+
+    def check_ids(self, visual_ids: Sequence[str], source: str | Path) -> None:
+        """Raise one error naming the first id of ``source`` that has no feature here."""
+        for visual_id in visual_ids:
+            if visual_id not in self:
+                raise KeyError(f"visual id {visual_id} (from {source}) has no feature in {self.path}")
+
+    def gather_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Rows of the matrix in the given order, read with one sorted fancy index (no per-row seeks)."""
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        unique_rows, inverse = np.unique(sorted_rows, return_inverse=True)
+        block = np.asarray(self._matrix()[unique_rows], dtype=np.float32)
+        out = np.empty((len(rows), block.shape[1]), dtype=np.float32)
+        out[order] = block[inverse]
+        return out
+
+    def batch(self, row_lists: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad a batch of frame-row lists into ``visual`` [B, T, D] (zeros) and ``visual_mask`` [B, T] (bool)."""
+        lengths = np.fromiter((len(r) for r in row_lists), dtype=np.int64, count=len(row_lists))
+        flat = self.gather_rows(np.concatenate(row_lists))
+        t_max = int(lengths.max())
+        visual = torch.zeros(len(row_lists), t_max, flat.shape[1], dtype=torch.float32)
+        mask = torch.arange(t_max)[None, :] < torch.from_numpy(lengths)[:, None]
+        visual[mask] = torch.from_numpy(flat)
+        return visual, mask
+
+
+class BigFileStore(FeatureStore):
+    """The official BigFile folder, memory-mapped (``feature.bin``, ``id.txt``, ``shape.txt``)."""
+
+    def __init__(self, path: str | Path, video2frames: str | Path | None = None, max_frames: int = 64,
+                 frame_sampling: str = "first"):
+        self.path = Path(path)
+        shape_file, id_file, bin_file = (self.path / n for n in ("shape.txt", "id.txt", "feature.bin"))
+        for required in (shape_file, id_file, bin_file):
+            if not required.is_file():
+                raise FileNotFoundError(f"BigFile {self.path} lacks {required.name}")
+        try:
+            n_rows, dim = (int(v) for v in shape_file.read_text().split()[:2])
+        except ValueError as err:
+            raise DataFormatError(shape_file, 1, "expected two integers 'N D'") from err
+        self.names = id_file.read_text(encoding="iso-8859-1").split()
+        if len(self.names) != n_rows:
+            raise DataFormatError(id_file, 0, f"{len(self.names)} ids but shape.txt says N = {n_rows}")
+        expected = n_rows * dim * 4
+        actual = bin_file.stat().st_size
+        if actual != expected:
+            raise DataFormatError(
+                bin_file, 0, f"{actual} bytes, expected {expected} (N={n_rows} x D={dim} float32): truncated or wrong shape"
+            )
+        self._shape = (n_rows, dim)
+        self._bin = bin_file
+        self._memmap: np.memmap | None = None
+        super().__init__(video2frames, max_frames, frame_sampling)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._shape
+
+    def _matrix(self) -> np.memmap:
+        if self._memmap is None:
+            self._memmap = np.memmap(self._bin, dtype=np.float32, mode="r", shape=self._shape)
+        return self._memmap
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_memmap"] = None
+        return state
+
+
+class NpyStore(FeatureStore):
+    """A ``(N, D)`` ``.npy`` array whose row order is an id list (the Multi30K ResNet-152 option)."""
+
+    def __init__(self, path: str | Path, ids: str | Path, video2frames: str | Path | None = None,
+                 max_frames: int = 64, frame_sampling: str = "first"):
+        from leccr_lightning.data.visualsearch import read_id_list
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"feature array {self.path} does not exist")
+        self.names = read_id_list(ids)
+        self._array = np.load(self.path, mmap_mode="r")
+        if self._array.ndim != 2 or self._array.shape[0] != len(self.names):
+            raise DataFormatError(
+                self.path, 0, f"shape {self._array.shape} does not match {len(self.names)} ids in {ids}"
+            )
+        super().__init__(video2frames, max_frames, frame_sampling)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self._array.shape)
+
+    def _matrix(self) -> np.ndarray:
+        return self._array
+
+
+class HDF5Store(FeatureStore):
+    """An HDF5 file with a ``features`` [N, D] dataset and an ``ids`` dataset; opened lazily once per process."""
+
+    def __init__(self, path: str | Path, features_key: str = "features", ids_key: str = "ids",
+                 video2frames: str | Path | None = None, max_frames: int = 64, frame_sampling: str = "first"):
+        import h5py
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"HDF5 feature file {self.path} does not exist")
+        with h5py.File(self.path, "r") as handle:
+            for key in (features_key, ids_key):
+                if key not in handle:
+                    raise DataFormatError(self.path, key, f"missing dataset {key!r}")
+            self.names = [v.decode() if isinstance(v, bytes) else str(v) for v in handle[ids_key][()]]
+            self._shape = tuple(handle[features_key].shape)
+        if len(self._shape) != 2 or self._shape[0] != len(self.names):
+            raise DataFormatError(self.path, features_key, f"shape {self._shape} does not match {len(self.names)} ids")
+        self._features_key = features_key
+        self._handle = None
+        super().__init__(video2frames, max_frames, frame_sampling)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._shape
+
+    def _matrix(self):
+        if self._handle is None:
+            import h5py
+
+            self._handle = h5py.File(self.path, "r")
+        return self._handle[self._features_key]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_handle"] = None
+        return state
+
+
+def write_bigfile(path: str | Path, names: Sequence[str], matrix: np.ndarray) -> None:
+    """Write a BigFile folder (``feature.bin`` float32 row-major, ``id.txt``, ``shape.txt``)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    matrix = np.ascontiguousarray(matrix, dtype="<f4")
+    if matrix.ndim != 2 or matrix.shape[0] != len(names):
+        raise ValueError(f"matrix shape {matrix.shape} does not match {len(names)} names")
+    matrix.tofile(path / "feature.bin")
+    (path / "id.txt").write_text(" ".join(names), encoding="iso-8859-1")
+    (path / "shape.txt").write_text(f"{matrix.shape[0]} {matrix.shape[1]}")
+
+
+def open_feature_store(kind: str, path: str | Path, ids: str | Path | None = None,
+                       video2frames: str | Path | None = None, max_frames: int = 64,
+                       frame_sampling: str = "first") -> FeatureStore:
+    """Build a store from its kind: ``bigfile`` | ``npy`` (needs ``ids``) | ``hdf5``."""
+    if kind == "bigfile":
+        return BigFileStore(path, video2frames, max_frames, frame_sampling)
+    if kind == "npy":
+        if ids is None:
+            raise ValueError("an npy feature store needs the id list that gives its row order")
+        return NpyStore(path, ids, video2frames, max_frames, frame_sampling)
+    if kind == "hdf5":
+        return HDF5Store(path, video2frames=video2frames, max_frames=max_frames, frame_sampling=frame_sampling)
+    raise ValueError(f"unknown feature store kind {kind!r}; expected bigfile, npy or hdf5")

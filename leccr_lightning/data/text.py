@@ -1,0 +1,118 @@
+"""Caption normalisation policies, tokenizer loading or training, and one-off pre-tokenisation of a split.
+
+Spec: ccr_methods §1.5. ``nrccr``: the English source is cleaned (keep ``[A-Za-z0-9]`` words, lower-case, end with a
+period, capitalise the first letter), other roles stay raw. ``leccr``: every caption goes through ``pre_caption``
+(lower-case, ASCII punctuation and ``-``/``/`` to spaces, collapse spaces, keep the first 30 words).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+POLICIES = ("none", "nrccr", "leccr")
+_LECCR_PUNCT = re.compile(r"[,.'!?\"()*#:;~\-/]")
+_NRCCR_WORD = re.compile(r"[A-Za-z0-9]+")
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def normalize_caption(text: str, policy: str = "none", role: str = "source", max_words: int = 30) -> str:
+    """Apply a normalisation policy to one caption (``role`` matters for ``nrccr``, which cleans English only)."""
+    if policy == "none":
+        return " ".join(text.split())
+    if policy == "nrccr":
+        if role not in ("source", "back", "translated"):
+            return text.strip()
+        cleaned = " ".join(_NRCCR_WORD.findall(text)).lower()
+        if not cleaned.endswith("."):
+            cleaned += "."
+        return cleaned[:1].upper() + cleaned[1:]
+    if policy == "leccr":
+        words = _LECCR_PUNCT.sub(" ", text.lower()).split()
+        return " ".join(words[:max_words])
+    raise ValueError(f"unknown text normalisation policy {policy!r}; expected one of {POLICIES}")
+
+
+def train_wordpiece(corpus: Iterable[str], vocab_size: int = 2000, lowercase: bool = True):
+    """Train a BERT-style WordPiece tokenizer (CJK characters split, ``[CLS] x [SEP]``) on the given captions."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, handle_chinese_chars=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=1)
+    tokenizer.train_from_iterator(sorted(set(corpus)), trainer=trainer)
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def load_or_train_tokenizer(spec: str, corpus: Sequence[str], cache_dir: str | Path, vocab_size: int = 2000):
+    """``spec`` = ``"train"`` (WordPiece trained on ``corpus``) or a local path / cached Hugging Face name.
+
+    A trained tokenizer is saved under ``cache_dir`` keyed by a hash of the corpus and size, created exclusively
+    (``os.link``), so every process and every later run (fit, then test) shares the same vocabulary.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if spec != "train":
+        try:
+            return AutoTokenizer.from_pretrained(spec, local_files_only=True)
+        except OSError as err:
+            raise OSError(
+                f"tokenizer {spec!r} is neither a local directory nor in the local Hugging Face cache; set "
+                "data.init_args.tokenizer to a local tokenizer directory (no network at run time) or to 'train'"
+            ) from err
+    digest = hashlib.sha1(f"{vocab_size}\n".encode() + "\n".join(corpus).encode()).hexdigest()[:16]
+    final = Path(cache_dir) / f"wordpiece-{vocab_size}-{digest}.json"
+    if not final.is_file():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_suffix(f".{os.getpid()}.tmp")
+        train_wordpiece(corpus, vocab_size).backend_tokenizer.save(str(tmp))
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(final), unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+class TokenizedTexts:
+    """A split's captions tokenised once: a flat int32 id array plus offsets; batches are padded to the longest."""
+
+    def __init__(self, tokenizer, texts: Sequence[str], max_length: int = 64):
+        encoded = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+        lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        self.ids = np.fromiter((t for ids in encoded for t in ids), dtype=np.int32, count=int(self.offsets[-1]))
+        self.pad_id = int(tokenizer.pad_token_id)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def batch(self, rows: Sequence[int]) -> dict[str, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` [B, L] for the given caption rows, L = longest in the batch."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, ends = self.offsets[rows], self.offsets[rows + 1]
+        lengths = ends - starts
+        width = int(lengths.max())
+        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.arange(width)[None, :] < lengths[:, None]
+        input_ids[mask] = self.ids[np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])]
+        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}

@@ -1,0 +1,186 @@
+"""Span utilities, Hungarian matching and the DETR grounding losses (spec grounding_methods §2).
+
+Spans are normalised to [0, 1]; (c, w) = (center, width), (s, e) = (start, end). Losses are pure functions of
+predictions, targets and matched indices; weights live in the method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+
+Indices = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def span_cxw_to_xx(cxw: torch.Tensor) -> torch.Tensor:
+    """(c, w) -> (c - w/2, c + w/2)."""
+    return torch.stack([cxw[..., 0] - 0.5 * cxw[..., 1], cxw[..., 0] + 0.5 * cxw[..., 1]], dim=-1)
+
+
+def span_xx_to_cxw(xx: torch.Tensor) -> torch.Tensor:
+    """(s, e) -> ((s + e)/2, e - s)."""
+    return torch.stack([(xx[..., 0] + xx[..., 1]) / 2, xx[..., 1] - xx[..., 0]], dim=-1)
+
+
+def temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross IoU [N, M] of (s, e) spans and the union [N, M]; union 0 gives IoU 0 (not NaN)."""
+    left = torch.maximum(spans1[:, None, 0], spans2[None, :, 0])
+    right = torch.minimum(spans1[:, None, 1], spans2[None, :, 1])
+    inter = (right - left).clamp(min=0)
+    union = (spans1[:, 1] - spans1[:, 0])[:, None] + (spans2[:, 1] - spans2[:, 0])[None, :] - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+    return iou, union
+
+
+def generalized_temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> torch.Tensor:
+    """Cross gIoU [N, M] = IoU - (hull - union) / hull (§2.2); equals IoU when spans overlap or touch."""
+    iou, union = temporal_iou(spans1, spans2)
+    left = torch.minimum(spans1[:, None, 0], spans2[None, :, 0])
+    right = torch.maximum(spans1[:, None, 1], spans2[None, :, 1])
+    hull = (right - left).clamp(min=0)
+    return iou - torch.where(hull > 0, (hull - union) / hull.clamp(min=1e-12), torch.zeros_like(hull))
+
+
+def temporal_iou_paired(spans1: torch.Tensor, spans2: torch.Tensor) -> torch.Tensor:
+    """Row-wise IoU [N] of (s, e) spans (the diagonal of ``temporal_iou``)."""
+    inter = (torch.minimum(spans1[:, 1], spans2[:, 1]) - torch.maximum(spans1[:, 0], spans2[:, 0])).clamp(min=0)
+    union = (spans1[:, 1] - spans1[:, 0]) + (spans2[:, 1] - spans2[:, 0]) - inter
+    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+
+
+@torch.no_grad()
+def hungarian_match(
+    pred_logits: torch.Tensor,
+    pred_spans: torch.Tensor,
+    targets: Sequence[torch.Tensor],
+    cost_span: float = 10.0,
+    cost_giou: float = 1.0,
+    cost_class: float = 4.0,
+    extra_cost: torch.Tensor | None = None,
+) -> Indices:
+    """Per-sample optimal assignment (scipy) of queries to GT spans, min(Q, G) pairs (§2.1).
+
+    C_ij = cost_span * ||b_i - b_j||_1 (c, w) - cost_giou * gIoU(b_i, b_j) (s, e) - cost_class * p_i(fg),
+    foreground = class 0; ``extra_cost`` [B, Q, 1] is added per query (e.g. RGTR's region cost callback).
+    """
+    prob = pred_logits.softmax(-1)[..., 0]
+    out = []
+    for b, tgt in enumerate(targets):
+        if len(tgt) == 0:
+            empty = torch.zeros(0, dtype=torch.long)
+            out.append((empty, empty))
+            continue
+        cost = (
+            cost_span * torch.cdist(pred_spans[b].float(), tgt.float(), p=1)
+            - cost_giou * generalized_temporal_iou(span_cxw_to_xx(pred_spans[b]), span_cxw_to_xx(tgt))
+            - cost_class * prob[b][:, None]
+        )
+        if extra_cost is not None:
+            cost = cost + extra_cost[b]
+        rows, cols = linear_sum_assignment(cost.cpu().numpy())
+        out.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
+    return out
+
+
+def _matched(pred_spans: torch.Tensor, targets: Sequence[torch.Tensor], indices: Indices):
+    """Matched predicted and GT (c, w) spans, each [P, 2]."""
+    src = torch.cat([pred_spans[b, rows] for b, (rows, _) in enumerate(indices)])
+    tgt = torch.cat([targets[b][cols].to(pred_spans) for b, (_, cols) in enumerate(indices)])
+    return src, tgt
+
+
+def span_l1_loss(pred_spans: torch.Tensor, targets: Sequence[torch.Tensor], indices: Indices) -> torch.Tensor:
+    """Mean |b_hat - b| over matched pairs x 2 coordinates of (c, w) (§2.2)."""
+    src, tgt = _matched(pred_spans, targets, indices)
+    return F.l1_loss(src, tgt) if len(src) else pred_spans.sum() * 0
+
+
+def span_giou_loss(pred_spans: torch.Tensor, targets: Sequence[torch.Tensor], indices: Indices) -> torch.Tensor:
+    """Mean (1 - gIoU) over matched pairs (§2.2)."""
+    src, tgt = _matched(pred_spans, targets, indices)
+    if not len(src):
+        return pred_spans.sum() * 0
+    return (1 - torch.diag(generalized_temporal_iou(span_cxw_to_xx(src), span_cxw_to_xx(tgt)))).mean()
+
+
+def foreground_labels(pred_logits: torch.Tensor, indices: Indices) -> torch.Tensor:
+    """Class targets [B, Q]: 0 (foreground) for matched queries, 1 (background) otherwise."""
+    labels = torch.ones(pred_logits.shape[:2], dtype=torch.long, device=pred_logits.device)
+    for b, (rows, _) in enumerate(indices):
+        labels[b, rows.to(labels.device)] = 0
+    return labels
+
+
+def foreground_loss(pred_logits: torch.Tensor, indices: Indices, eos_coef: float = 0.1) -> torch.Tensor:
+    """Weighted CE over {fg, bg} for all queries, class weights [1, eos_coef] (§2.2)."""
+    weight = torch.tensor([1.0, eos_coef], device=pred_logits.device, dtype=pred_logits.dtype)
+    labels = foreground_labels(pred_logits, indices)
+    return F.cross_entropy(pred_logits.transpose(1, 2), labels, weight=weight)
+
+
+def saliency_hinge_loss(
+    saliency: torch.Tensor, pos_idx: torch.Tensor, neg_idx: torch.Tensor, margin: float = 0.2
+) -> torch.Tensor:
+    """Moment-DETR hinge: 2 * sum max(0, margin + s_neg - s_pos) / (B * P) over P pairs per sample (§2.2)."""
+    s_pos = saliency.gather(1, pos_idx)
+    s_neg = saliency.gather(1, neg_idx)
+    return 2 * (margin + s_neg - s_pos).clamp(min=0).sum() / (pos_idx.shape[0] * pos_idx.shape[1])
+
+
+def rank_contrastive_loss(
+    saliency: torch.Tensor,
+    saliency_mismatched: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    tau: float = 0.5,
+    max_rank: int = 12,
+) -> torch.Tensor:
+    """QD-DETR rank-contrastive loss (§2.2): for r = 1..max_rank-1, clips with label >= r are positives of an
+    InfoNCE (temperature ``tau``) over [clips under the true query; clips under the mismatched query], padding
+    at -1e3; samples without positives are skipped; the sum over r is divided by ``max_rank``."""
+    logits = torch.cat([saliency, saliency_mismatched], dim=1) / tau
+    full_mask = torch.cat([mask, mask], dim=1)
+    logits = logits.masked_fill(~full_mask, -1e3)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    total = saliency.new_zeros(())
+    for r in range(1, max_rank):
+        pos = torch.cat([(labels >= r) & mask, torch.zeros_like(mask)], dim=1).float()
+        has_pos = pos.sum(1) > 0
+        if not has_pos.any():
+            continue
+        per_sample = -(log_prob * pos).sum(1) / pos.sum(1).clamp(min=1)
+        total = total + per_sample[has_pos].mean()
+    return total / max_rank
+
+
+def negative_pair_loss(saliency_mismatched: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """QD-DETR negative-pair term: sum over valid clips of -log(1 - sigma(s_neg)), averaged over the batch."""
+    per_clip = -F.logsigmoid(-saliency_mismatched) * mask
+    return per_clip.sum(1).mean()
+
+
+def iou_quality_loss(
+    quality: torch.Tensor, pred_spans: torch.Tensor, targets: Sequence[torch.Tensor], bins: Sequence[float] = (0.3, 0.7)
+) -> torch.Tensor:
+    """BAM-DETR-style quality loss (spec §3.3): |q_hat - IoU| for all queries, IoU = max over GT of tIoU of
+    the detached prediction, averaged inside IoU bins (<= 0.3, (0.3, 0.7], > 0.7), then over non-empty bins."""
+    target = iou_targets(pred_spans, targets)
+    err = (quality - target).abs()
+    low, high = bins
+    groups = [target <= low, (target > low) & (target <= high), target > high]
+    means = [err[g].mean() for g in groups if g.any()]
+    return torch.stack(means).mean()
+
+
+@torch.no_grad()
+def iou_targets(pred_spans: torch.Tensor, targets: Sequence[torch.Tensor]) -> torch.Tensor:
+    """[B, Q] best IoU of each (detached) predicted span with its sample's GT spans, in [0, 1]."""
+    out = pred_spans.new_zeros(pred_spans.shape[:2])
+    for b, tgt in enumerate(targets):
+        if len(tgt):
+            iou, _ = temporal_iou(span_cxw_to_xx(pred_spans[b]), span_cxw_to_xx(tgt.to(pred_spans)))
+            out[b] = iou.max(dim=1).values
+    return out

@@ -1,0 +1,168 @@
+"""Generic machinery every retrieval method shares, written once: evaluation, logging, optimisers, gathering.
+
+A method implements ``compute_losses(batch) -> dict`` (with the total under ``"loss"``), ``encode_queries`` and
+``encode_gallery`` (named embedding views), and optionally ``scorer`` (how views become a score matrix; the default
+is a dot product of ``query`` and ``gallery``). Validation and test feed both views into ``RetrievalMetric``, which
+gathers them from every rank, removes DistributedSampler padding and scores in chunks, so the logged numbers are the
+same with 1 or N processes; every rank logs the same value (``sync_dist=False``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from leccr_lightning.distributed import all_gather_with_grad
+from leccr_lightning.metrics import DotScorer, RetrievalMetric
+
+NO_DECAY_KEYS = ("bias", "norm", "LayerNorm", "layer_norm", "bn", "positions", "temperature")
+
+
+def adamw(params: Iterable) -> torch.optim.Optimizer:
+    """The default optimiser: AdamW(lr 1e-4, weight decay 0.01)."""
+    return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+
+
+class RetrievalMethod(L.LightningModule, ABC):
+    """Base LightningModule of every CCR / image-text / video-text retrieval method.
+
+    Args:
+        optimizer: an optimiser factory over parameter groups (LightningCLI ``class_path``/``init_args``).
+        scheduler: an optional LR scheduler factory; ``scheduler_interval`` is ``"epoch"`` or ``"step"``.
+        no_decay_keys: parameter-name fragments that get weight decay 0 (biases, norms, positions, temperature).
+        gather_negatives: score against the embeddings of every rank (all_gather with gradients) in training.
+        ks: recall cut-offs of the evaluation report.
+        eval_chunk_size: query chunk for evaluation scoring (``None``: automatic).
+    """
+
+    required_roles: tuple[str, ...] = ("source", "target")
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable = adamw,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+        no_decay_keys: tuple[str, ...] = NO_DECAY_KEYS,
+        gather_negatives: bool = False,
+        ks: tuple[int, ...] = (1, 5, 10),
+        eval_chunk_size: int | None = None,
+    ):
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.no_decay_keys = tuple(no_decay_keys)
+        self.gather_negatives = gather_negatives
+        self.ks = tuple(ks)
+        self.eval_chunk_size = eval_chunk_size
+        self.metrics = nn.ModuleDict()
+
+    # --- what a method provides -------------------------------------------------------------------------------
+    @abstractmethod
+    def compute_losses(self, batch: Mapping) -> dict[str, torch.Tensor]:
+        """Loss terms of a training batch; ``"loss"`` is the total that is optimised."""
+
+    @abstractmethod
+    def encode_queries(self, batch: Mapping) -> dict[str, torch.Tensor]:
+        """Named embedding views of a query batch (default view name ``query``)."""
+
+    @abstractmethod
+    def encode_gallery(self, batch: Mapping) -> dict[str, torch.Tensor]:
+        """Named embedding views of a gallery batch (default view name ``gallery``)."""
+
+    def scorer(self) -> Callable:
+        """How query and gallery views become a [queries, gallery] score block."""
+        return DotScorer("query", "gallery")
+
+    # --- shared helpers ---------------------------------------------------------------------------------------
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` from every rank concatenated along dim 0 with gradients (identity unless ``gather_negatives``)."""
+        return all_gather_with_grad(x) if self.gather_negatives else x
+
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        roles = getattr(datamodule, "roles", None)
+        if roles is not None:
+            missing = [r for r in self.required_roles if r not in roles]
+            if missing:
+                raise ValueError(
+                    f"{type(self).__name__} needs the text roles {list(self.required_roles)}; add {missing} to "
+                    f"data.init_args.roles (now {roles})"
+                )
+
+    def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
+        losses = self.compute_losses(batch)
+        batch_size = int(batch["visual_index"].shape[0])
+        for name, value in losses.items():
+            self.log(f"train/{name}", value.detach(), batch_size=batch_size, prog_bar=name == "loss")
+        return losses["loss"]
+
+    # --- evaluation -------------------------------------------------------------------------------------------
+    def _metric(self, stage: str) -> RetrievalMetric:
+        if stage not in self.metrics:
+            metric = RetrievalMetric(ks=self.ks, chunk_size=self.eval_chunk_size, scorer=self.scorer())
+            self.metrics[stage] = metric.to(self.device)
+        return self.metrics[stage]
+
+    def _eval_step(self, stage: str, batch: Mapping) -> None:
+        metric = self._metric(stage)
+        if batch["kind"] == "query":
+            metric.update("query", batch["position"], self.encode_queries(batch), batch["target"])
+        else:
+            metric.update("gallery", batch["position"], self.encode_gallery(batch))
+
+    def _eval_epoch_end(self, stage: str) -> dict[str, float]:
+        metric = self._metric(stage)
+        report = {key: float(value) for key, value in metric.compute().items()}
+        metric.reset()
+        for key, value in report.items():
+            self.log(f"{stage}/{key}", value, sync_dist=False, prog_bar=key == "sumr")
+        return report
+
+    def validation_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._eval_epoch_end("val")
+        else:
+            self._metric("val").reset()
+
+    def test_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: Mapping, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """Embedding views of a query or gallery batch, on the CPU, for ``RetrievalPredictionWriter``."""
+        views = self.encode_queries(batch) if batch["kind"] == "query" else self.encode_gallery(batch)
+        ids = batch["caption_ids"] if batch["kind"] == "query" else batch["visual_ids"]
+        return {"kind": batch["kind"], "position": batch["position"].cpu(), "ids": ids,
+                "views": {k: v.float().cpu() for k, v in views.items()}}
+
+    def configure_callbacks(self) -> list:
+        from leccr_lightning.callbacks.retrieval_writer import RetrievalPredictionWriter
+
+        return [RetrievalPredictionWriter()]
+
+    # --- optimisation -----------------------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict]:
+        """Trainable parameters split into a decayed group and a ``weight_decay = 0`` group (biases, norms...)."""
+        decay, no_decay = [], []
+        for name, parameter in self.named_parameters():
+            if parameter.requires_grad:
+                (no_decay if any(k in name for k in self.no_decay_keys) else decay).append(parameter)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

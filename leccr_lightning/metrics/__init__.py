@@ -1,0 +1,21 @@
+"""Retrieval metrics: pure counting core (``ranking``), scorers (``scoring``), torchmetrics wrapper (``retrieval``)."""
+
+from leccr_lightning.metrics.ranking import (
+    ndcg_at_k,
+    retrieval_report,
+    retrieval_report_from_embeddings,
+    retrieval_report_from_views,
+)
+from leccr_lightning.metrics.retrieval import RetrievalMetric
+from leccr_lightning.metrics.scoring import DotScorer, FusedScorer, minmax_normalize
+
+__all__ = [
+    "DotScorer",
+    "FusedScorer",
+    "RetrievalMetric",
+    "minmax_normalize",
+    "ndcg_at_k",
+    "retrieval_report",
+    "retrieval_report_from_embeddings",
+    "retrieval_report_from_views",
+]

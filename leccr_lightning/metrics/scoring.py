@@ -1,0 +1,106 @@
+"""Scorers: callables mapping a chunk of query views and the gallery views to a [chunk, G] score block.
+
+A "view" is one named embedding tensor of the queries or of the gallery (e.g. ``target`` captions,
+``target2en`` translations, LECCR slots); views are sliced on dim 0 to make query chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+Views = Mapping[str, Tensor]
+Scorer = Callable[[Views, Views], Tensor]
+
+
+def slice_views(views: Views, start: int, stop: int) -> dict[str, Tensor]:
+    """Rows ``start:stop`` of every view."""
+    return {name: view[start:stop] for name, view in views.items()}
+
+
+def _view(views: Views, name: str, role: str) -> Tensor:
+    """The view ``name`` of ``views``, or a ValueError listing the views that exist."""
+    if name not in views:
+        raise ValueError(f"{role} view {name!r} is missing; available views: {sorted(views)}")
+    return views[name]
+
+
+def minmax_normalize(scores: Tensor, lo: float | Tensor, hi: float | Tensor) -> Tensor:
+    """(S - lo) / (hi - lo) in the dtype of ``scores``; all zeros when hi == lo (NRCCR ``norm_score``)."""
+    lo = torch.as_tensor(lo, dtype=scores.dtype, device=scores.device)
+    hi = torch.as_tensor(hi, dtype=scores.dtype, device=scores.device)
+    if bool(hi == lo):
+        return torch.zeros_like(scores)
+    return (scores - lo) / (hi - lo)
+
+
+class DotScorer:
+    """score = queries[query_view] @ gallery[gallery_view].T (cosine for unit-norm embeddings)."""
+
+    def __init__(self, query_view: str = "query", gallery_view: str = "gallery") -> None:
+        self.query_view = query_view
+        self.gallery_view = gallery_view
+
+    def __call__(self, queries: Views, gallery: Views) -> Tensor:
+        """[chunk, G] dot products of the two named views."""
+        query = _view(queries, self.query_view, "query")
+        items = _view(gallery, self.gallery_view, "gallery")
+        if query.dim() != 2 or items.dim() != 2 or query.shape[1] != items.shape[1]:
+            raise ValueError(
+                f"DotScorer needs [N, D] views with the same D: query view {self.query_view!r} is "
+                f"{list(query.shape)}, gallery view {self.gallery_view!r} is {list(items.shape)}"
+            )
+        return query @ items.T
+
+
+class FusedScorer:
+    """score = sum_i w_i * minmax_i(S_i) over scorer terms (spec ccr_methods §2.4 NRCCR translate-test,
+    §3.5 LECCR video slot fusion).
+
+    With ``normalize`` each term is min-max normalised with its global minimum and maximum over the whole
+    query x gallery matrix (NRCCR ``norm_score``), which ``fit`` finds in a first chunked pass; without it
+    the raw terms are summed and ``fit`` does nothing. E.g. NRCCR image test:
+    ``FusedScorer([(DotScorer("target2en"), 0.5), (DotScorer("target"), 0.5)])``.
+    """
+
+    def __init__(self, terms: Sequence[tuple[Scorer, float]], normalize: bool = True) -> None:
+        terms = list(terms)
+        if not terms:
+            raise ValueError("FusedScorer needs at least one (scorer, weight) term")
+        for index, term in enumerate(terms):
+            if len(term) != 2 or not callable(term[0]) or not isinstance(term[1], int | float):
+                raise ValueError(f"FusedScorer term {index} must be (callable scorer, float weight), got {term!r}")
+        self.terms = [(scorer, float(weight)) for scorer, weight in terms]
+        self.normalize = normalize
+        self.ranges: list[tuple[Tensor, Tensor]] | None = None
+
+    def fit(self, queries: Views, gallery: Views, chunk_size: int | None = None) -> FusedScorer:
+        """Global (min, max) of every term over all queries, scored in chunks of ``chunk_size`` queries."""
+        if not self.normalize:
+            return self
+        num_queries = next(iter(queries.values())).shape[0]
+        step = chunk_size or num_queries
+        lows: list[Tensor | None] = [None] * len(self.terms)
+        highs: list[Tensor | None] = [None] * len(self.terms)
+        for start in range(0, num_queries, step):
+            chunk = slice_views(queries, start, start + step)
+            for index, (scorer, _) in enumerate(self.terms):
+                lo, hi = torch.aminmax(scorer(chunk, gallery).float())
+                lows[index] = lo if lows[index] is None else torch.minimum(lows[index], lo)
+                highs[index] = hi if highs[index] is None else torch.maximum(highs[index], hi)
+        self.ranges = list(zip(lows, highs, strict=True))
+        return self
+
+    def __call__(self, queries: Views, gallery: Views) -> Tensor:
+        """[chunk, G] fused scores; requires ``fit`` first when ``normalize``."""
+        if self.normalize and self.ranges is None:
+            raise ValueError("FusedScorer: call fit(queries, gallery, chunk_size) first (global min-max)")
+        fused = None
+        for index, (scorer, weight) in enumerate(self.terms):
+            term = scorer(queries, gallery).float()
+            if self.normalize:
+                term = minmax_normalize(term, *self.ranges[index])
+            fused = weight * term if fused is None else fused + weight * term
+        return fused
