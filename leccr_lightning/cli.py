@@ -17,7 +17,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from leccr_lightning.tools import TOOLS
+from leccr_lightning.tools import TOOL_ENTRY_POINTS, load_tool
 
 
 def _link_if_present(attribute: str) -> Callable:
@@ -74,8 +74,8 @@ def lightning_main(args: list[str] | None = None) -> LeccrCLI:
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``leccr`` console script."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in TOOLS:
-        TOOLS[argv[0]](argv[1:])
+    if argv and argv[0] in TOOL_ENTRY_POINTS:
+        load_tool(argv[0])(argv[1:])
     else:
         lightning_main(argv)
 

@@ -1,8 +1,10 @@
 """Temporal sentence grounding data: annotation readers, per-clip features, Dataset and DataModule.
 
-Spec: grounding_methods §5. One record schema (``GroundingRecord``) for QVHighlights jsonl (native), Charades-STA
+Spec: grounding_methods §5. One record schema (``GroundingRecord``) for QVHighlights jsonl (native),
+Charades-STA
 ``<vid> <start> <end>##<sentence>`` text files (durations from ``Charades_v1_*.csv`` or ``charades.json``) and
-TACoS 2D-TAN json (frames -> seconds). Video features are one ``{vid}.npz`` (key ``features``) or ``{vid}.npy``
+TACoS 2D-TAN json (frames -> seconds). Video features are one ``{vid}.npz`` (key ``features``) or
+``{vid}.npy``
 per video and folder; the folders are cut to the shortest stream, each L2-normalised per row and concatenated,
 then the temporal endpoint feature [t/L, (t+1)/L] is appended (§1.1). Text features are one file per query
 (``qid{qid}.npz``, key ``last_hidden_state``). Span targets are normalised by the annotated duration in
@@ -41,7 +43,8 @@ class GroundingRecord:
     saliency_scores: np.ndarray | None = None
 
     def to_official(self) -> dict[str, Any]:
-        """The record as an official QVHighlights ground-truth dict (the input ``grounding_report`` expects)."""
+        """The record as an official QVHighlights ground-truth dict (the input ``grounding_report``
+        expects)."""
         out: dict[str, Any] = {
             "qid": self.qid,
             "query": self.query,
@@ -58,7 +61,9 @@ class GroundingRecord:
 def _check_windows(path: Path, qid: Any, windows: np.ndarray, duration: float) -> None:
     """Windows must be [N, 2] with 0 <= start < end <= duration."""
     if windows.ndim != 2 or windows.shape[1] != 2:
-        raise DataFormatError(path, f"qid {qid}", f"relevant_windows must be a list of [start, end], got {windows}")
+        raise DataFormatError(
+            path, f"qid {qid}", f"relevant_windows must be a list of [start, end], got {windows}"
+        )
     bad = (windows[:, 0] < 0) | (windows[:, 1] > duration) | (windows[:, 0] >= windows[:, 1])
     if bad.any():
         raise DataFormatError(
@@ -70,7 +75,8 @@ def _check_windows(path: Path, qid: Any, windows: np.ndarray, duration: float) -
 
 
 def read_qvhighlights(path: str | Path, require_windows: bool = True) -> list[GroundingRecord]:
-    """Read a QVHighlights jsonl file (§5.1); the test release without windows needs ``require_windows=False``."""
+    """Read a QVHighlights jsonl file (§5.1); the test release without windows needs
+    ``require_windows=False``."""
     path = Path(path)
     records, seen = [], set()
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -113,7 +119,9 @@ def read_charades_durations(path: str | Path) -> dict[str, float]:
         return {row["id"]: float(row["length"]) for row in csv.DictReader(f)}
 
 
-def read_charades_sta(path: str | Path, durations: Mapping[str, float], qid_offset: int = 0) -> list[GroundingRecord]:
+def read_charades_sta(
+    path: str | Path, durations: Mapping[str, float], qid_offset: int = 0
+) -> list[GroundingRecord]:
     """Read ``<vid> <start> <end>##<sentence>`` lines (§5.2); qid = ``qid_offset`` + line position.
 
     Windows are clamped to [0, duration] (1,802 train windows end after the video); one that is empty after
@@ -152,7 +160,9 @@ def read_tacos(path: str | Path) -> list[GroundingRecord]:
             fps, duration = float(video["fps"]), float(video["num_frames"]) / float(video["fps"])
             pairs = list(zip(video["timestamps"], video["sentences"], strict=True))
         except (KeyError, TypeError, ValueError) as err:
-            raise DataFormatError(path, key, f"expected timestamps, sentences, fps and num_frames ({err})") from err
+            raise DataFormatError(
+                path, key, f"expected timestamps, sentences, fps and num_frames ({err})"
+            ) from err
         for k, (frames, sentence) in enumerate(pairs):
             qid = f"{vid}_{k}"
             window = np.clip(np.asarray(frames, dtype=float).reshape(1, 2) / fps, 0.0, duration)
@@ -162,9 +172,13 @@ def read_tacos(path: str | Path) -> list[GroundingRecord]:
 
 
 def read_annotations(
-    path: str | Path, fmt: str = "auto", durations_file: str | Path | None = None, qid_offset: int = 0
+    path: str | Path,
+    fmt: str = "auto",
+    durations_file: str | Path | Sequence[str | Path] | None = None,
+    qid_offset: int = 0,
 ) -> list[GroundingRecord]:
-    """Dispatch on ``fmt`` (or the suffix: .jsonl QVHighlights, .txt Charades-STA, .json TACoS)."""
+    """Dispatch on ``fmt`` (or the suffix: .jsonl QVHighlights, .txt Charades-STA, .json TACoS); Charades-STA
+    reads its durations from one or several files (``Charades_v1_train.csv`` and ``..._test.csv``)."""
     path = Path(path)
     if fmt not in FORMATS:
         raise ValueError(f"annotation format must be one of {FORMATS}, got {fmt!r}")
@@ -180,7 +194,11 @@ def read_annotations(
         return read_tacos(path)
     if durations_file is None:
         raise ValueError(f"{path}: Charades-STA needs durations_file (Charades_v1_*.csv or charades.json)")
-    return read_charades_sta(path, read_charades_durations(durations_file), qid_offset)
+    files = [durations_file] if isinstance(durations_file, str | Path) else list(durations_file)
+    durations: dict[str, float] = {}
+    for file in files:
+        durations.update(read_charades_durations(file))
+    return read_charades_sta(path, durations, qid_offset)
 
 
 def l2_normalise(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
@@ -201,7 +219,8 @@ def _load_array(path: Path, key: str, owner: str) -> np.ndarray:
 
 
 def _find(folder: Path, stem: str) -> Path:
-    """``folder/stem.npz`` if present, else ``folder/stem.npy`` (which may not exist: the loader reports it)."""
+    """``folder/stem.npz`` if present, else ``folder/stem.npy`` (which may not exist: the loader reports
+    it)."""
     npz = folder / f"{stem}.npz"
     return npz if npz.is_file() else folder / f"{stem}.npy"
 
@@ -213,7 +232,8 @@ def temporal_endpoint_feature(length: int) -> np.ndarray:
 
 
 class ClipFeatures:
-    """Per-video clip features from several folders: cut to the shortest, L2-normalised, concatenated, + TEF."""
+    """Per-video clip features from several folders: cut to the shortest, L2-normalised, concatenated, +
+    TEF."""
 
     def __init__(
         self,
@@ -283,6 +303,44 @@ class QueryFeatures:
         return l2_normalise(feats) if self.normalise else feats
 
 
+def kmeans_spans(spans: np.ndarray, k: int, seed: int = 0, n_init: int = 10, iters: int = 100) -> np.ndarray:
+    """K-means (Lloyd, Euclidean on normalised (c, w), k-means++ seeding, best of ``n_init``) of GT spans
+    [N, 2] -> centres [k, 2] sorted by center, deterministic for a seed (spec grounding_methods §3.2)."""
+    spans = np.asarray(spans, dtype=np.float64).reshape(-1, 2)
+    if len(spans) < k:
+        raise ValueError(f"k-means needs at least k={k} spans, got {len(spans)}")
+    rng = np.random.default_rng(seed)
+    best, best_inertia = None, np.inf
+    for _ in range(n_init):
+        centres = spans[[rng.integers(len(spans))]]
+        while len(centres) < k:
+            d2 = ((spans[:, None] - centres[None]) ** 2).sum(-1).min(1)
+            probs = d2 / d2.sum() if d2.sum() > 0 else np.full(len(spans), 1 / len(spans))
+            centres = np.vstack([centres, spans[rng.choice(len(spans), p=probs)]])
+        for _ in range(iters):
+            assign = ((spans[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
+            moved = np.array(
+                [spans[assign == j].mean(0) if (assign == j).any() else centres[j] for j in range(k)]
+            )
+            if np.allclose(moved, centres):
+                break
+            centres = moved
+        inertia = ((spans - centres[assign]) ** 2).sum()
+        if inertia < best_inertia:
+            best, best_inertia = centres, inertia
+    return best[np.argsort(best[:, 0], kind="stable")].clip(0.0, 1.0)
+
+
+def normalised_spans(records: Sequence[GroundingRecord]) -> np.ndarray:
+    """All GT windows of ``records`` as (c, w) normalised by each video's duration, [N, 2]."""
+    rows = [
+        np.stack([(r.windows[:, 0] + r.windows[:, 1]) / 2, r.windows[:, 1] - r.windows[:, 0]], 1) / r.duration
+        for r in records
+        if len(r.windows)
+    ]
+    return np.concatenate(rows) if rows else np.zeros((0, 2))
+
+
 def span_xx_to_cxw(xx: torch.Tensor) -> torch.Tensor:
     """(start, end) -> (center, width)."""
     return torch.stack([(xx[..., 0] + xx[..., 1]) / 2, xx[..., 1] - xx[..., 0]], dim=-1)
@@ -304,7 +362,9 @@ def clip_saliency(record: GroundingRecord, n_clips: int, clip_len: float) -> np.
     return out
 
 
-def sample_saliency_pairs(saliency: np.ndarray, generator: torch.Generator | None = None) -> tuple[list, list]:
+def sample_saliency_pairs(
+    saliency: np.ndarray, generator: torch.Generator | None = None
+) -> tuple[list, list]:
     """Two positive and two negative clip indices for the hinge loss (§2.3).
 
     Positives: the highest-scored relevant clip and a random relevant clip; negatives: the lowest-scored
@@ -373,7 +433,8 @@ class GroundingDataset(Dataset):
 
 
 def _pad(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack [L_i, ...] tensors into [B, L_max, ...] zero-padded, with a bool mask [B, L_max] (True = valid)."""
+    """Stack [L_i, ...] tensors into [B, L_max, ...] zero-padded, with a bool mask [B, L_max] (True =
+    valid)."""
     longest = max(len(s) for s in seqs)
     out = seqs[0].new_zeros((len(seqs), longest, *seqs[0].shape[1:]))
     mask = torch.zeros(len(seqs), longest, dtype=torch.bool)
@@ -384,7 +445,8 @@ def _pad(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def collate_grounding(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Batch: ``visual`` [B, T, Dv] + ``visual_mask``, ``text`` [B, Lq, Dt] + ``text_mask``, ``spans`` (list of
+    """Batch: ``visual`` [B, T, Dv] + ``visual_mask``, ``text`` [B, Lq, Dt] + ``text_mask``, ``spans``
+    (list of
     [N_i, 2] normalised (c, w)), ``saliency`` [B, T], ``saliency_pos``/``saliency_neg`` [B, 2], ``index`` [B],
     ``duration`` [B], ``qid``/``vid`` lists."""
     visual, visual_mask = _pad([it["visual"] for it in items])
@@ -422,7 +484,7 @@ class GroundingDataModule(L.LightningDataModule):
         test_file: str | None = None,
         predict_file: str | None = None,
         annotation_format: str = "auto",
-        durations_file: str | None = None,
+        durations_file: str | list[str] | None = None,
         video_feature_dirs: Sequence[str] = ("features/video",),
         video_feature_key: str = "features",
         text_feature_dir: str = "features/text",
@@ -442,7 +504,12 @@ class GroundingDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.root = Path(root)
-        self.files = {"fit": train_file, "validate": val_file, "test": test_file, "predict": predict_file or test_file}
+        self.files = {
+            "fit": train_file,
+            "validate": val_file,
+            "test": test_file,
+            "predict": predict_file or test_file,
+        }
         self.video = ClipFeatures(
             [self.root / d for d in video_feature_dirs], video_feature_key, max_v_l, normalize_video, use_tef
         )
@@ -474,11 +541,19 @@ class GroundingDataModule(L.LightningDataModule):
             )
         return self.datasets[split]
 
-    def _durations(self) -> Path | None:
-        return None if self.hparams.durations_file is None else self.root / self.hparams.durations_file
+    def _durations(self) -> list[Path] | None:
+        files = self.hparams.durations_file
+        if files is None:
+            return None
+        return [self.root / f for f in ([files] if isinstance(files, str) else files)]
 
     def setup(self, stage: str) -> None:
-        wanted = {"fit": ["fit", "validate"], "validate": ["validate"], "test": ["test"], "predict": ["predict"]}
+        wanted = {
+            "fit": ["fit", "validate"],
+            "validate": ["validate"],
+            "test": ["test"],
+            "predict": ["predict"],
+        }
         for split in wanted[stage]:
             if self.files[split] is not None:
                 self.dataset(split)

@@ -8,7 +8,7 @@ Layout under ``out``::
     annotations/highlight_{train,val,test}_release.jsonl   qid, query, vid, duration, relevant_windows,
                                                            relevant_clip_ids, saliency_scores
     features/video_a/{vid}.npz, features/video_b/{vid}.npz key ``features`` [L, D_a], [L, D_b]
-    features/text/qid{qid}.npz                             keys ``last_hidden_state`` [Lq, D_t], ``pooler_output``
+    features/text/qid{qid}.npz                             ``last_hidden_state`` [Lq, D_t], ``pooler_output``
 """
 
 from __future__ import annotations

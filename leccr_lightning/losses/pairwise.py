@@ -69,16 +69,16 @@ def _hardest_negative(scores: Tensor, positive_mask: Tensor) -> Tensor:
     return scores.masked_fill(positive_mask, float("-inf")).max(dim=1).values
 
 
-def _negative_logsumexp(scores: Tensor, positive_mask: Tensor, tau: float) -> tuple[Tensor, Tensor]:
-    """tau * logsumexp_n(s_n / tau) over each row's negatives [Nq], and whether the row has a negative.
+def _negative_logsumexp(scores: Tensor, positive_mask: Tensor, tau: float) -> Tensor:
+    """tau * logsumexp_n(s_n / tau) over each row's negatives [Nq].
 
     Rows without a negative get a finite placeholder so that the backward pass stays NaN-free; callers
-    must discard them with the returned mask.
+    must discard those rows.
     """
-    has_negative = (~positive_mask).any(dim=1)
+    has_negative = (~positive_mask).any(dim=1, keepdim=True)
     logits = (scores / tau).masked_fill(positive_mask, float("-inf"))
-    logits = torch.where(has_negative[:, None], logits, logits.new_zeros(()))
-    return tau * torch.logsumexp(logits, dim=1), has_negative
+    logits = torch.where(has_negative, logits, logits.new_zeros(()))
+    return tau * torch.logsumexp(logits, dim=1)
 
 
 def hinge_triplet(
@@ -86,7 +86,7 @@ def hinge_triplet(
     positive_mask: Tensor,
     margin: float = 0.2,
     mining: str = "hardest",
-    selective_eps: float = 0.0,
+    selective_eps: float = 0.01,
     soft_tau: float = 0.01,
     reduction: str = "sum",
 ) -> Tensor:
@@ -101,7 +101,7 @@ def hinge_triplet(
       eps = 0 never averages (= hardest);
     - ``"soft"``: Triplet-SN [m - s_p + tau * logsumexp_n(s_n / tau)]_+ with tau = ``soft_tau``
       (itr spec §5.4, [recall] form and tau=0.01 default).
-    ``reduction`` sums or averages the terms over all (query, positive) pairs.
+    ``reduction`` sums or averages the terms over the (query, positive) pairs of rows that have a negative.
     """
     _check_mask(scores, positive_mask)
     check_choice("mining", mining, MINING_MODES)
@@ -109,19 +109,20 @@ def hinge_triplet(
     if selective_eps < 0:
         raise ValueError(f"selective_eps: expected a value >= 0, got {selective_eps}")
     positives, valid = _positive_scores(scores, positive_mask)
+    negative = ~positive_mask
+    valid = valid & negative.any(dim=1, keepdim=True)
 
     if mining == "soft":
         check_positive("soft_tau", soft_tau)
-        soft_max, has_negative = _negative_logsumexp(scores, positive_mask, soft_tau)
+        soft_max = _negative_logsumexp(scores, positive_mask, soft_tau)
         terms = (margin - positives + soft_max[:, None]).clamp(min=0)
-        return masked_reduce(terms, valid & has_negative[:, None], reduction)
+        return masked_reduce(terms, valid, reduction)
 
     hardest = _hardest_negative(scores, positive_mask)
     hardest_terms = (margin + hardest[:, None] - positives).clamp(min=0)
     if mining == "hardest" or (mining == "selective" and selective_eps == 0):
         return masked_reduce(hardest_terms, valid, reduction)
 
-    negative = ~positive_mask
     costs = (margin + scores[:, None, :] - positives[:, :, None]).clamp(min=0)
     summed = torch.where(negative[:, None, :], costs, costs.new_zeros(())).sum(dim=2)
     if mining == "all":
@@ -150,10 +151,11 @@ def unified_pair_loss(
     check_choice("reduction", reduction, REDUCTIONS)
     check_positive("tau", tau)
     positives, valid = _positive_scores(scores, positive_mask)
-    negative_lse, has_negative = _negative_logsumexp(scores, positive_mask, tau)
+    valid = valid & (~positive_mask).any(dim=1, keepdim=True)
+    negative_lse = _negative_logsumexp(scores, positive_mask, tau)
     exponent = (negative_lse[:, None] + margin - positives) / tau
     terms = tau * torch.logaddexp(exponent.new_zeros(()), exponent)
-    return masked_reduce(terms, valid & has_negative[:, None], reduction)
+    return masked_reduce(terms, valid, reduction)
 
 
 def soft_positive_targets(positive_mask: Tensor, dtype: torch.dtype | None = None) -> Tensor:

@@ -46,7 +46,9 @@ def generalized_temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> torc
 
 def temporal_iou_paired(spans1: torch.Tensor, spans2: torch.Tensor) -> torch.Tensor:
     """Row-wise IoU [N] of (s, e) spans (the diagonal of ``temporal_iou``)."""
-    inter = (torch.minimum(spans1[:, 1], spans2[:, 1]) - torch.maximum(spans1[:, 0], spans2[:, 0])).clamp(min=0)
+    inter = (torch.minimum(spans1[:, 1], spans2[:, 1]) - torch.maximum(spans1[:, 0], spans2[:, 0])).clamp(
+        min=0
+    )
     union = (spans1[:, 1] - spans1[:, 0]) + (spans2[:, 1] - spans2[:, 0]) - inter
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
@@ -59,12 +61,12 @@ def hungarian_match(
     cost_span: float = 10.0,
     cost_giou: float = 1.0,
     cost_class: float = 4.0,
-    extra_cost: torch.Tensor | None = None,
+    extra_costs: Sequence[torch.Tensor] | None = None,
 ) -> Indices:
     """Per-sample optimal assignment (scipy) of queries to GT spans, min(Q, G) pairs (§2.1).
 
     C_ij = cost_span * ||b_i - b_j||_1 (c, w) - cost_giou * gIoU(b_i, b_j) (s, e) - cost_class * p_i(fg),
-    foreground = class 0; ``extra_cost`` [B, Q, 1] is added per query (e.g. RGTR's region cost callback).
+    foreground = class 0; ``extra_costs[b]`` [Q, G_b] is added when given (e.g. RGTR's region cost).
     """
     prob = pred_logits.softmax(-1)[..., 0]
     out = []
@@ -78,8 +80,8 @@ def hungarian_match(
             - cost_giou * generalized_temporal_iou(span_cxw_to_xx(pred_spans[b]), span_cxw_to_xx(tgt))
             - cost_class * prob[b][:, None]
         )
-        if extra_cost is not None:
-            cost = cost + extra_cost[b]
+        if extra_costs is not None:
+            cost = cost + extra_costs[b]
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         out.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
     return out
@@ -98,7 +100,9 @@ def span_l1_loss(pred_spans: torch.Tensor, targets: Sequence[torch.Tensor], indi
     return F.l1_loss(src, tgt) if len(src) else pred_spans.sum() * 0
 
 
-def span_giou_loss(pred_spans: torch.Tensor, targets: Sequence[torch.Tensor], indices: Indices) -> torch.Tensor:
+def span_giou_loss(
+    pred_spans: torch.Tensor, targets: Sequence[torch.Tensor], indices: Indices
+) -> torch.Tensor:
     """Mean (1 - gIoU) over matched pairs (§2.2)."""
     src, tgt = _matched(pred_spans, targets, indices)
     if not len(src):
@@ -163,10 +167,14 @@ def negative_pair_loss(saliency_mismatched: torch.Tensor, mask: torch.Tensor) ->
 
 
 def iou_quality_loss(
-    quality: torch.Tensor, pred_spans: torch.Tensor, targets: Sequence[torch.Tensor], bins: Sequence[float] = (0.3, 0.7)
+    quality: torch.Tensor,
+    pred_spans: torch.Tensor,
+    targets: Sequence[torch.Tensor],
+    bins: Sequence[float] = (0.3, 0.7),
 ) -> torch.Tensor:
     """BAM-DETR-style quality loss (spec §3.3): |q_hat - IoU| for all queries, IoU = max over GT of tIoU of
-    the detached prediction, averaged inside IoU bins (<= 0.3, (0.3, 0.7], > 0.7), then over non-empty bins."""
+    the detached prediction, averaged inside IoU bins (<= 0.3, (0.3, 0.7], > 0.7), then over non-empty
+    bins."""
     target = iou_targets(pred_spans, targets)
     err = (quality - target).abs()
     low, high = bins

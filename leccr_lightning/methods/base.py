@@ -84,6 +84,13 @@ class RetrievalMethod(L.LightningModule, ABC):
         """``x`` from every rank concatenated along dim 0 with gradients (identity unless ``gather_negatives``)."""
         return all_gather_with_grad(x) if self.gather_negatives else x
 
+    def training_progress(self) -> float:
+        """Fraction of training done, in [0, 1] (for curricula and schedules)."""
+        if self._trainer is None:
+            return 0.0
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        return min(self.global_step / total, 1.0)
+
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         roles = getattr(datamodule, "roles", None)

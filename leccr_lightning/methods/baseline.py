@@ -1,8 +1,8 @@
 """The MT baseline of the CCR papers: a dual encoder trained on (visual, English) and (visual, MT target) pairs.
 
 One shared multilingual text encoder and one visual encoder map into a joint space of unit vectors; scores are
-cosine similarities. The objective on each pair set is either the VSE++ hardest-negative triplet (NRCCR Eq. of
-ccr_methods §2.2 item 1, summed over both directions) or the symmetric multi-positive InfoNCE (ccr_methods §3.3):
+cosine similarities. The objective is a constructor argument (``methods/objectives.py``: the VSE++ hardest-negative
+triplet of ccr_methods §2.2 item 1, the symmetric multi-positive InfoNCE of §3.3, or any plug-in objective):
 
     L = L(S(source, visual)) + target_weight * L(S(target, visual)),
 
@@ -17,14 +17,12 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from leccr_lightning.losses import bidirectional, hinge_triplet, positive_mask_from_ids, symmetric_info_nce
+from leccr_lightning.losses import positive_mask_from_ids
 from leccr_lightning.methods.base import RetrievalMethod
+from leccr_lightning.methods.objectives import InfoNCEObjective, PairObjective
 from leccr_lightning.modules.heads import ProjectionHead
 from leccr_lightning.modules.text_encoders import HFTextEncoder
 from leccr_lightning.modules.visual_encoders import FeatureMLP, FrameTransformer
-
-OBJECTIVES = ("triplet", "infonce")
-
 
 class DualEncoder(nn.Module):
     """Text encoder + visual encoder + projection heads into a ``embed_dim`` unit sphere."""
@@ -63,8 +61,10 @@ class DualEncoderBaseline(RetrievalMethod):
             Hugging Face directory (e.g. mBERT).
         trainable_layers: text layers to fine-tune (``None``: all).
         visual_encoder: ``"mlp"`` (global features) or ``"frames"`` (frame transformer over a video).
-        objective: ``"triplet"`` (margin ``margin``, ``mining`` hardest/all, sum over both directions) or
-            ``"infonce"`` (temperature ``temperature``, learnable if ``learn_temperature``).
+        objective: the alignment objective (default: symmetric InfoNCE, temperature 0.07); its ``context`` holds
+            ``pair`` (``"source"``/``"target"``), ``progress`` in [0, 1], the embeddings ``text`` and ``visual``
+            whose product is the score matrix, both caption embeddings ``source``/``target``, the visual
+            ``index`` and the ``batch``.
         target_weight: weight of the MT-target term (NRCCR's ``tri_alpha`` = 0.6; 1.0 here by default).
     """
 
@@ -85,42 +85,34 @@ class DualEncoderBaseline(RetrievalMethod):
         embed_dim: int = 128,
         batch_norm: bool = False,
         dropout: float = 0.0,
-        objective: str = "infonce",
-        margin: float = 0.2,
-        mining: str = "hardest",
-        temperature: float = 0.07,
-        learn_temperature: bool = False,
+        objective: PairObjective | None = None,
         target_weight: float = 1.0,
         mask_same_item: bool = True,
         **base_kwargs,
     ):
         super().__init__(**base_kwargs)
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "objective"])
         self.encoder = DualEncoder(visual_dim, vocab_size, text_model, text_hidden, text_layers, text_heads,
                                    trainable_layers, pooling, visual_encoder, visual_hidden, visual_heads,
                                    max_visual_positions, embed_dim, batch_norm, dropout)
-        self.log_temperature = nn.Parameter(torch.tensor(temperature).log(), requires_grad=learn_temperature)
+        self.objective = objective if objective is not None else InfoNCEObjective()
 
-    def pair_loss(self, text: torch.Tensor, visual: torch.Tensor, text_index: torch.Tensor,
-                  visual_index: torch.Tensor) -> torch.Tensor:
-        """The configured objective on the text x visual score matrix S = T V^T."""
-        scores = text @ visual.T
-        positives = (positive_mask_from_ids(text_index, visual_index) if self.hparams.mask_same_item
-                     else torch.eye(len(text), dtype=torch.bool, device=scores.device))
-        if self.hparams.objective == "triplet":
-            return bidirectional(hinge_triplet, scores, positives, weights=(1.0, 1.0), margin=self.hparams.margin,
-                                 mining=self.hparams.mining, reduction="sum")
-        return symmetric_info_nce(scores, positives, self.log_temperature.exp())
+    def positives(self, text_index: torch.Tensor, visual_index: torch.Tensor) -> torch.Tensor:
+        """P_ij = same visual item (or the identity when ``mask_same_item`` is off, as in the official code)."""
+        if self.hparams.mask_same_item:
+            return positive_mask_from_ids(text_index, visual_index)
+        return torch.eye(len(text_index), len(visual_index), dtype=torch.bool, device=text_index.device)
 
     def compute_losses(self, batch: Mapping) -> dict[str, torch.Tensor]:
         visual = self.gather(self.encoder.embed_visual(batch["visual"], batch["visual_mask"]))
         index = self.gather(batch["visual_index"])
         source = self.gather(self.encoder.embed_text(batch["text"]["source"]))
         target = self.gather(self.encoder.embed_text(batch["text"]["target"]))
-        loss_source = self.pair_loss(source, visual, index, index)
-        loss_target = self.pair_loss(target, visual, index, index)
+        positives = self.positives(index, index)
+        shared = {"progress": self.training_progress(), "visual": visual, "source": source, "target": target,
+                  "index": index, "batch": batch}
+        loss_source = self.objective(source @ visual.T, positives, {**shared, "pair": "source", "text": source})
+        loss_target = self.objective(target @ visual.T, positives, {**shared, "pair": "target", "text": target})
         return {"loss": loss_source + self.hparams.target_weight * loss_target,
                 "source": loss_source, "target": loss_target}
 

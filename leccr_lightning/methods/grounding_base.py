@@ -19,6 +19,8 @@ from leccr_lightning.losses.spans import (
     Indices,
     foreground_loss,
     hungarian_match,
+    negative_pair_loss,
+    rank_contrastive_loss,
     saliency_hinge_loss,
     span_cxw_to_xx,
     span_giou_loss,
@@ -35,7 +37,8 @@ def temporal_nms(windows: list[list[float]], threshold: float) -> list[list[floa
     kept: list[list[float]] = []
     for row in windows:
         overlaps = (
-            max(0.0, min(row[1], k[1]) - max(row[0], k[0])) / max(max(row[1], k[1]) - min(row[0], k[0]), 1e-12)
+            max(0.0, min(row[1], k[1]) - max(row[0], k[0]))
+            / max(max(row[1], k[1]) - min(row[0], k[0]), 1e-12)
             for k in kept
         )
         if not any(iou > threshold for iou in overlaps):
@@ -65,6 +68,18 @@ def postprocess_windows(
     if nms_threshold > 0:
         rows = torch.tensor(temporal_nms(rows.tolist(), nms_threshold), dtype=torch.double)
     return rows
+
+
+def qd_saliency_terms(
+    batch: dict[str, Any], saliency: torch.Tensor, saliency_mismatched: torch.Tensor, tau: float = 0.5
+) -> dict[str, torch.Tensor]:
+    """QD-DETR's extra saliency terms (§2.2): rank-contrastive over the per-clip labels (summed annotator
+    scores, or 1 inside the window) against the mismatched-query pass, and the negative-pair term."""
+    mask = batch["visual_mask"]
+    return {
+        "saliency_rank": rank_contrastive_loss(saliency, saliency_mismatched, batch["saliency"], mask, tau),
+        "saliency_neg": negative_pair_loss(saliency_mismatched, mask),
+    }
 
 
 class GroundingDETRBase(L.LightningModule):
@@ -102,7 +117,11 @@ class GroundingDETRBase(L.LightningModule):
             "saliency": lw_saliency,
         }
         self.eos_coef, self.saliency_margin, self.aux_loss = eos_coef, saliency_margin, aux_loss
-        self.match_costs = {"cost_span": set_cost_span, "cost_giou": set_cost_giou, "cost_class": set_cost_class}
+        self.match_costs = {
+            "cost_span": set_cost_span,
+            "cost_giou": set_cost_giou,
+            "cost_class": set_cost_class,
+        }
         self.lr, self.weight_decay, self.lr_drop = lr, weight_decay, lr_drop
         self.max_ts, self.pp_clip_len, self.nms_threshold = max_ts, pp_clip_len, nms_threshold
         self.metric_clip_len = metric_clip_len
@@ -132,7 +151,8 @@ class GroundingDETRBase(L.LightningModule):
         return {}
 
     def compute_losses(self, batch: dict[str, Any], outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """All named loss terms (auxiliary layers suffixed ``_aux<layer>``) and their weighted sum ``loss``."""
+        """All named loss terms (auxiliary layers suffixed ``_aux<layer>``) and their weighted sum
+        ``loss``."""
         targets = batch["spans"]
         n_layers = outputs["logits"].shape[0]
         layers = range(n_layers) if self.aux_loss else [n_layers - 1]
@@ -178,16 +198,17 @@ class GroundingDETRBase(L.LightningModule):
 
     def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
         preds = self.predictions(batch, self(batch))
-        self._metrics[stage].update(batch["index"], [p["windows"] for p in preds], [p["saliency"] for p in preds])
+        self._metrics[stage].update(
+            batch["index"], [p["windows"] for p in preds], [p["saliency"] for p in preds]
+        )
 
     def _end_eval(self, stage: str) -> dict[str, float]:
         metric = self._metrics.pop(stage)
         results = metric.compute()
-        for key, value in results.items():
-            self.log(f"{stage}/{key}", value, sync_dist=False)
         if "MR-full-R1@0.5" in results:
-            selection = (results["MR-full-R1@0.5"] + results["MR-full-R1@0.7"]) / 2
-            self.log(f"{stage}/R1@0.5+R1@0.7", selection, sync_dist=False)
+            results["R1@0.5+R1@0.7"] = round((results["MR-full-R1@0.5"] + results["MR-full-R1@0.7"]) / 2, 3)
+        for key, value in results.items():
+            self.log(f"{stage}/{key}", torch.tensor(value, dtype=torch.float64), sync_dist=False)
         return results
 
     def on_validation_epoch_start(self) -> None:

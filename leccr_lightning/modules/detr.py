@@ -1,6 +1,7 @@
 """The Moment-DETR / QD-DETR encoder-decoder stack (spec grounding_methods §1), without Lightning.
 
-Pieces: input projections (LN -> Dropout -> Linear -> ReLU blocks), the video sine position encoding, post-norm
+Pieces: input projections (LN -> Dropout -> Linear -> ReLU blocks), the video sine position encoding,
+post-norm
 encoder layers (positions added to queries and keys only), the T2V cross-attention encoder of QD-DETR with a
 global token, and a decoder that runs either on learned query embeddings (Moment-DETR) or on (c, w) anchors
 refined layer by layer in inverse-sigmoid space (DAB-DETR / QD-DETR), returning every layer's outputs.
@@ -129,7 +130,8 @@ class DecoderLayer(nn.Module):
 
 
 class JointEncoder(nn.Module):
-    """Moment-DETR encoder: self-attention over [video; text] with a joint padding mask, zero text positions."""
+    """Moment-DETR encoder: self-attention over [video; text] with a joint padding mask, zero text
+    positions."""
 
     def __init__(self, d: int, heads: int, layers: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
@@ -149,7 +151,9 @@ class T2VEncoder(nn.Module):
     """QD-DETR encoder: ``t2v_layers`` video-to-text cross-attention layers, then self-attention over
     [global token; video] (§1.2). Text tokens are dropped after the T2V stage."""
 
-    def __init__(self, d: int, heads: int, t2v_layers: int, layers: int, ffn_dim: int, dropout: float) -> None:
+    def __init__(
+        self, d: int, heads: int, t2v_layers: int, layers: int, ffn_dim: int, dropout: float
+    ) -> None:
         super().__init__()
         self.t2v = nn.ModuleList(CrossAttentionLayer(d, heads, ffn_dim, dropout) for _ in range(t2v_layers))
         self.layers = nn.ModuleList(EncoderLayer(d, heads, ffn_dim, dropout) for _ in range(layers))
@@ -176,14 +180,24 @@ class SpanDecoder(nn.Module):
     ``anchor_mode=False`` (Moment-DETR): learned query positions, spans = sigmoid(span_head(h)).
     ``anchor_mode=True`` (DAB / QD-DETR): the caller passes unsigmoided (c, w) anchors [B, Q, 2]; each layer
     uses MLP(sine(anchor)) as query position, predicts a delta, and the anchor becomes
-    sigmoid(delta + inverse_sigmoid(anchor)), detached before the next layer. ``extra_pos`` [B, Q, d] is
+    sigmoid(delta + inverse_sigmoid(anchor)), detached before the next layer (with ``refine=False`` every
+    layer keeps the input anchors as its reference). ``extra_pos`` [B, Q, d] is
     added to every layer's query positions (RGTR's static anchors).
     """
 
     def __init__(
-        self, d: int, heads: int, layers: int, ffn_dim: int, dropout: float, num_queries: int, anchor_mode: bool
+        self,
+        d: int,
+        heads: int,
+        layers: int,
+        ffn_dim: int,
+        dropout: float,
+        num_queries: int,
+        anchor_mode: bool,
+        refine: bool = True,
     ) -> None:
         super().__init__()
+        self.refine = refine
         self.layers = nn.ModuleList(DecoderLayer(d, heads, ffn_dim, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(d)
         self.anchor_mode = anchor_mode
@@ -212,7 +226,11 @@ class SpanDecoder(nn.Module):
             tgt = memory.new_zeros(b, self.query_pos.num_embeddings, d)
         hidden, spans = [], []
         for layer in self.layers:
-            pos = self.ref_point_head(anchor_sine_embedding(ref, d // 2)) if ref is not None else self.query_pos.weight
+            pos = (
+                self.ref_point_head(anchor_sine_embedding(ref, d // 2))
+                if ref is not None
+                else self.query_pos.weight
+            )
             pos = pos.expand(b, -1, -1) if pos.dim() == 2 else pos
             if extra_pos is not None:
                 pos = pos + extra_pos
@@ -221,8 +239,23 @@ class SpanDecoder(nn.Module):
             if ref is not None:
                 new_ref = (self.span_head(h) + inverse_sigmoid(ref)).sigmoid()
                 spans.append(new_ref)
-                ref = new_ref.detach()
+                if self.refine:
+                    ref = new_ref.detach()
             else:
                 spans.append(self.span_head(h).sigmoid())
             hidden.append(h)
         return torch.stack(hidden), torch.stack(spans)
+
+
+class GlobalSaliencyHead(nn.Module):
+    """QD-DETR saliency (§1.2): s_i = <P1 v_i, P2 g> / sqrt(d) for clips v_i and the global token g."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.clip_proj, self.global_proj = nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, memory: torch.Tensor) -> torch.Tensor:
+        """[B, T] from a [B, 1 + T, d] memory whose first row is the global token."""
+        clips = self.clip_proj(memory[:, 1:])
+        glob = self.global_proj(memory[:, :1])
+        return (clips * glob).sum(-1) / math.sqrt(memory.shape[-1])
