@@ -22,11 +22,11 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 train: install
-	@test -f $(SYNTH_DIR)/MANIFEST.json || $(BIN)/leccr synth --out $(SYNTH_DIR)
-	$(BIN)/leccr fit --config $(EXPERIMENT) --data.init_args.root=$(SYNTH_DIR) --trainer.default_root_dir=runs/train
+	@test -f $(SYNTH_DIR)/synthetic/MANIFEST.json || $(BIN)/leccr synth --out $(SYNTH_DIR)
+	$(BIN)/leccr fit --config $(EXPERIMENT) --data.init_args.root=$(SYNTH_DIR) --test_after_fit=true
 
 test: install
-	$(BIN)/python -m pytest -q -x --durations=15 tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 lint: install
 	$(BIN)/ruff check leccr_lightning tests benchmarks

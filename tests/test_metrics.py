@@ -93,7 +93,12 @@ def test_hand_checked_report():
 
 def test_key_names_follow_ks():
     report = retrieval_report(HAND_SCORES, HAND_TARGETS, ks=(1, 2))
-    assert [key for key in report if "_r" in key and key[-1].isdigit()] == ["t2v_r1", "t2v_r2", "v2t_r1", "v2t_r2"]
+    assert [key for key in report if "_r" in key and key[-1].isdigit()] == [
+        "t2v_r1",
+        "t2v_r2",
+        "v2t_r1",
+        "v2t_r2",
+    ]
     assert report["t2v_r2"] == 75.0
     assert report["sumr"] == 25.0 + 75.0 + 50.0 + 100.0
 
@@ -173,7 +178,9 @@ def test_fused_weight_one_zero_ranks_like_first_term():
     alone = DotScorer("a")
     for chunk_size in (None, 4):
         expected = retrieval_report_from_views(queries, gallery, targets, alone, chunk_size=chunk_size)
-        assert retrieval_report_from_views(queries, gallery, targets, fused, chunk_size=chunk_size) == expected
+        assert (
+            retrieval_report_from_views(queries, gallery, targets, fused, chunk_size=chunk_size) == expected
+        )
 
 
 def test_fused_minmax_output_spans_unit_interval():
@@ -194,7 +201,9 @@ def test_fused_views_equal_brute_force_minmax_fusion():
     expected = retrieval_report(brute, targets)
     scorer = FusedScorer([(DotScorer("target2en"), 0.2), (DotScorer("target"), 0.8)])
     for chunk_size in (None, 1, 5):
-        assert retrieval_report_from_views(queries, gallery, targets, scorer, chunk_size=chunk_size) == expected
+        assert (
+            retrieval_report_from_views(queries, gallery, targets, scorer, chunk_size=chunk_size) == expected
+        )
 
 
 def test_unnormalized_fusion_is_a_weighted_sum_without_fit():
@@ -219,14 +228,14 @@ def test_recall_matches_torchmetrics_hit_rate_multi_positive():
     positive = targets[:, None] == torch.arange(6)
     for k in (1, 2, 3):
         v2t = RetrievalHitRate(top_k=k, empty_target_action="skip")
-        assert 100 * float(v2t(scores.flatten(), positive.flatten(), indexes=items.flatten())) == pytest.approx(
-            report[f"v2t_r{k}"], abs=1e-4
-        )
+        assert 100 * float(
+            v2t(scores.flatten(), positive.flatten(), indexes=items.flatten())
+        ) == pytest.approx(report[f"v2t_r{k}"], abs=1e-4)
         t2v = RetrievalHitRate(top_k=k)
         queries = torch.arange(14)[:, None].expand(14, 6)
-        assert 100 * float(t2v(scores.flatten(), positive.flatten(), indexes=queries.flatten())) == pytest.approx(
-            report[f"t2v_r{k}"], abs=1e-4
-        )
+        assert 100 * float(
+            t2v(scores.flatten(), positive.flatten(), indexes=queries.flatten())
+        ) == pytest.approx(report[f"t2v_r{k}"], abs=1e-4)
 
 
 def test_ndcg_hand_checked_graded():
@@ -263,7 +272,9 @@ def test_ndcg_matches_torchmetrics_on_binary_relevance():
     relevance = (torch.rand(8, 12, generator=generator) < 0.3).float()
     relevance[:, 0] = 1.0
     ours = ndcg_at_k(scores, relevance, 5)
-    theirs = torch.stack([retrieval_normalized_dcg(s, r.long(), top_k=5) for s, r in zip(scores, relevance)])
+    theirs = torch.stack(
+        [retrieval_normalized_dcg(s, r.long(), top_k=5) for s, r in zip(scores, relevance, strict=True)]
+    )
     torch.testing.assert_close(ours, theirs.float(), atol=1e-6, rtol=1e-6)
 
 
@@ -277,7 +288,9 @@ def test_ndcg_matches_torchmetrics_on_binary_relevance():
         (lambda: retrieval_report(HAND_SCORES, HAND_TARGETS, ks=(0, 5)), "positive ints"),
         (lambda: retrieval_report(HAND_SCORES, HAND_TARGETS, ks=(1, 1)), "repeat"),
         (
-            lambda: retrieval_report_from_embeddings(torch.randn(4, 3), torch.randn(3, 3), HAND_TARGETS, chunk_size=0),
+            lambda: retrieval_report_from_embeddings(
+                torch.randn(4, 3), torch.randn(3, 3), HAND_TARGETS, chunk_size=0
+            ),
             "chunk_size",
         ),
         (
@@ -286,7 +299,10 @@ def test_ndcg_matches_torchmetrics_on_binary_relevance():
         ),
         (
             lambda: retrieval_report_from_views(
-                {"a": torch.randn(4, 2), "b": torch.randn(3, 2)}, {"gallery": torch.randn(3, 2)}, HAND_TARGETS, DotScorer("a")
+                {"a": torch.randn(4, 2), "b": torch.randn(3, 2)},
+                {"gallery": torch.randn(3, 2)},
+                HAND_TARGETS,
+                DotScorer("a"),
             ),
             "'b' has 3 rows",
         ),
@@ -298,12 +314,17 @@ def test_ndcg_matches_torchmetrics_on_binary_relevance():
         ),
         (
             lambda: retrieval_report_from_views(
-                {"query": torch.randn(4, 2)}, {"gallery": torch.randn(3, 2)}, HAND_TARGETS, lambda q, g: torch.zeros(4, 2)
+                {"query": torch.randn(4, 2)},
+                {"gallery": torch.randn(3, 2)},
+                HAND_TARGETS,
+                lambda q, g: torch.zeros(4, 2),
             ),
             r"expected \[4, 3\]",
         ),
         (
-            lambda: FusedScorer([(DotScorer(), 1.0)])({"query": torch.randn(2, 2)}, {"gallery": torch.randn(2, 2)}),
+            lambda: FusedScorer([(DotScorer(), 1.0)])(
+                {"query": torch.randn(2, 2)}, {"gallery": torch.randn(2, 2)}
+            ),
             "call fit",
         ),
         (lambda: ndcg_at_k(HAND_SCORES, torch.zeros(4, 2), 1), "shape of scores"),

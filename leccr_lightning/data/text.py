@@ -40,12 +40,15 @@ def normalize_caption(text: str, policy: str = "none", role: str = "source", max
 
 
 def train_wordpiece(corpus: Iterable[str], vocab_size: int = 2000, lowercase: bool = True):
-    """Train a BERT-style WordPiece tokenizer (CJK characters split, ``[CLS] x [SEP]``) on the given captions."""
+    """Train a BERT-style WordPiece tokenizer on the captions: CJK characters split, accents kept (they carry
+    meaning in de/fr/cs), ``[CLS] x [SEP]``."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, handle_chinese_chars=True)
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        lowercase=lowercase, strip_accents=False, handle_chinese_chars=True
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=1)
     tokenizer.train_from_iterator(sorted(set(corpus)), trainer=trainer)

@@ -29,7 +29,7 @@ class PairObjective(nn.Module, ABC):
 class TripletObjective(PairObjective):
     """Hinge triplet in both directions, L = L(S) + L(S^T) (VSE++/NRCCR: margin 0.2, hardest negative, sum)."""
 
-    def __init__(self, margin: float = 0.2, mining: str = "hardest", selective_eps: float = 0.0,
+    def __init__(self, margin: float = 0.2, mining: str = "hardest", selective_eps: float = 0.01,
                  soft_tau: float = 0.01, reduction: str = "sum"):
         super().__init__()
         self.margin, self.mining, self.selective_eps = margin, mining, selective_eps

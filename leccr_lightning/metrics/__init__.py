@@ -1,4 +1,4 @@
-"""Retrieval metrics: pure counting core (``ranking``), scorers (``scoring``), torchmetrics wrapper (``retrieval``)."""
+"""Retrieval metrics: counting core (``ranking``), scorers (``scoring``), torchmetrics ``retrieval``."""
 
 from leccr_lightning.metrics.ranking import (
     ndcg_at_k,

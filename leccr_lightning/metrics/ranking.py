@@ -50,7 +50,9 @@ def _check_query_to_gallery(query_to_gallery: Tensor, num_queries: int, num_gall
             f"got {list(query_to_gallery.shape)}"
         )
     if num_queries == 0 or num_gallery == 0:
-        raise ValueError(f"need at least one query and one gallery item, got Q={num_queries}, G={num_gallery}")
+        raise ValueError(
+            f"need at least one query and one gallery item, got Q={num_queries}, G={num_gallery}"
+        )
     bad = ((query_to_gallery < 0) | (query_to_gallery >= num_gallery)).nonzero()
     if bad.numel():
         q = int(bad[0])
@@ -89,7 +91,9 @@ def _count_rows_above(chunk: Tensor, positives: Tensor, row_offset: int) -> Tens
     for start in range(0, chunk.shape[0], step):
         block = chunk[start : start + step]
         _check_finite(block, row_offset + start)
-        counts[start : start + step] = (block > positives[start : start + step, None]).sum(1, dtype=torch.int32)
+        counts[start : start + step] = (block > positives[start : start + step, None]).sum(
+            1, dtype=torch.int32
+        )
     return counts
 
 
@@ -120,7 +124,9 @@ class _ColumnCounter:
 
         coverage = torch.bincount(self.level)
         self.num_dense = max(1, int((2 * coverage >= num_gallery).sum()))
-        thresholds = torch.full((self.num_dense, num_gallery), float("inf"), dtype=positives.dtype, device=device)
+        thresholds = torch.full(
+            (self.num_dense, num_gallery), float("inf"), dtype=positives.dtype, device=device
+        )
         thresholds[0].scatter_reduce_(0, query_to_gallery, positives, "amax", include_self=False)
         deeper = (self.level >= 1) & (self.level < self.num_dense)
         thresholds[self.level[deeper], self.items[deeper]] = scores[deeper]
@@ -144,7 +150,7 @@ class _ColumnCounter:
                 self.tail_counts += (gathered > self.tail_thresholds).sum(0, dtype=torch.int32)
 
     def best_ranks(self) -> Tensor:
-        """v2t rank of every item with captions: 1 + #captions scored strictly higher than its best positive."""
+        """v2t rank of each item with captions: 1 + #captions scored strictly above its best positive."""
         has_captions = self.captions_per_item > 0
         return 1 + self.dense_counts[0][has_captions].long()
 
@@ -183,7 +189,12 @@ def _direction_summary(prefix: str, ranks: Tensor, average_precision: Tensor, ks
 
 
 def _evaluate(
-    blocks: ScoreBlocks, num_queries: int, num_gallery: int, query_to_gallery: Tensor, ks: tuple[int, ...], rows: int
+    blocks: ScoreBlocks,
+    num_queries: int,
+    num_gallery: int,
+    query_to_gallery: Tensor,
+    ks: tuple[int, ...],
+    rows: int,
 ) -> dict[str, float]:
     """Two passes over query chunks of ``rows``: t2v ranks and positives, then v2t column counts.
 
@@ -213,7 +224,9 @@ def _evaluate(
     return report
 
 
-def retrieval_report(scores: Tensor, query_to_gallery: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def retrieval_report(
+    scores: Tensor, query_to_gallery: Tensor, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """Retrieval metrics of a text->visual score matrix ``scores`` [Q, G] (row = caption, column = item).
 
     Returns python floats: ``t2v_r{k}``, ``t2v_medr``, ``t2v_meanr``, ``t2v_map``, the same for ``v2t`` and
@@ -224,7 +237,9 @@ def retrieval_report(scores: Tensor, query_to_gallery: Tensor, ks: Sequence[int]
     The scores are used in the dtype given (no cast).
     """
     if not isinstance(scores, Tensor) or scores.dim() != 2 or not scores.dtype.is_floating_point:
-        raise ValueError(f"scores must be a floating [Q, G] tensor, got {getattr(scores, 'shape', type(scores))}")
+        raise ValueError(
+            f"scores must be a floating [Q, G] tensor, got {getattr(scores, 'shape', type(scores))}"
+        )
     ks = validate_ks(ks)
     num_queries, num_gallery = scores.shape
     query_to_gallery = _check_query_to_gallery(query_to_gallery, num_queries, num_gallery).to(scores.device)
@@ -241,7 +256,9 @@ def _num_rows(views: Views, role: str) -> int:
     first = next(iter(sizes.values()))
     for name, size in sizes.items():
         if size != first:
-            raise ValueError(f"{role} view {name!r} has {size} rows, expected {first} like the others: {sizes}")
+            raise ValueError(
+                f"{role} view {name!r} has {size} rows, expected {first} like the others: {sizes}"
+            )
     return first
 
 
@@ -335,7 +352,9 @@ def ndcg_at_k(scores: Tensor, relevance: Tensor, k: int) -> Tensor:
     truncated at k; NDCG = DCG / IDCG and 0 where IDCG = 0. ``relevance`` >= 0, same shape as ``scores``.
     """
     if not isinstance(scores, Tensor) or scores.dim() != 2 or not scores.dtype.is_floating_point:
-        raise ValueError(f"scores must be a floating [Q, G] tensor, got {getattr(scores, 'shape', type(scores))}")
+        raise ValueError(
+            f"scores must be a floating [Q, G] tensor, got {getattr(scores, 'shape', type(scores))}"
+        )
     if not isinstance(relevance, Tensor) or relevance.shape != scores.shape:
         raise ValueError(
             f"relevance must have the shape of scores {list(scores.shape)}, "
@@ -344,7 +363,9 @@ def ndcg_at_k(scores: Tensor, relevance: Tensor, k: int) -> Tensor:
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     if scores.numel() == 0:
-        raise ValueError(f"need at least one query and one gallery item, got scores of shape {list(scores.shape)}")
+        raise ValueError(
+            f"need at least one query and one gallery item, got scores of shape {list(scores.shape)}"
+        )
     _check_finite(scores, 0)
     relevance = relevance.to(torch.promote_types(relevance.dtype, torch.float32))
     bad = (~torch.isfinite(relevance) | (relevance < 0)).any(1).nonzero()

@@ -15,14 +15,14 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from leccr_lightning.metrics.ranking import validate_chunk_size, validate_ks, retrieval_report_from_views
+from leccr_lightning.metrics.ranking import retrieval_report_from_views, validate_chunk_size, validate_ks
 from leccr_lightning.metrics.scoring import DotScorer, Views
 
 ROLES = ("query", "gallery")
 
 
 def _unique_positions(positions: Tensor, role: str) -> Tensor:
-    """Indices that keep the first occurrence of every position, in position order; positions must be 0..N-1."""
+    """Indices keeping the first occurrence of each position, in position order; positions must be 0..N-1."""
     order = torch.sort(positions, stable=True).indices
     ordered = positions[order]
     first = torch.ones_like(ordered, dtype=torch.bool)
@@ -88,10 +88,16 @@ class RetrievalMetric(Metric):
                 self.add_state(self._view_state(role, name), default=[], dist_reduce_fx="cat")
             self.view_names[role] = names
         elif known != names:
-            raise ValueError(f"RetrievalMetric: {role} views {list(names)} differ from the first update's {list(known)}")
+            raise ValueError(
+                f"RetrievalMetric: {role} views {list(names)} differ from the first update's {list(known)}"
+            )
 
     def update(
-        self, role: str, positions: Tensor, views: Mapping[str, Tensor] | Tensor, targets: Tensor | None = None
+        self,
+        role: str,
+        positions: Tensor,
+        views: Mapping[str, Tensor] | Tensor,
+        targets: Tensor | None = None,
     ) -> None:
         """Append one batch of ``role`` embeddings at their split positions (and query targets)."""
         if role not in ROLES:
@@ -103,11 +109,14 @@ class RetrievalMetric(Metric):
         for name, view in views.items():
             if view.shape[0] != positions.numel():
                 raise ValueError(
-                    f"RetrievalMetric: {role} view {name!r} has {view.shape[0]} rows for {positions.numel()} positions"
+                    f"RetrievalMetric: {role} view {name!r} has {view.shape[0]} rows "
+                    f"for {positions.numel()} positions"
                 )
         if role == "query":
             if targets is None or targets.shape != positions.shape or targets.dtype.is_floating_point:
-                raise ValueError("RetrievalMetric: query updates need integer targets [B] (gallery positions)")
+                raise ValueError(
+                    "RetrievalMetric: query updates need integer targets [B] (gallery positions)"
+                )
             self.query_targets.append(targets.long())
         elif targets is not None:
             raise ValueError("RetrievalMetric: gallery updates take no targets")
@@ -128,7 +137,7 @@ class RetrievalMetric(Metric):
         return views, keep
 
     def compute(self) -> dict[str, float]:
-        """``retrieval_report_from_views`` on the de-duplicated, position-ordered embeddings (python floats)."""
+        """``retrieval_report_from_views`` of the de-duplicated, position-ordered embeddings (floats)."""
         queries, keep = self._deduplicated("query")
         gallery, _ = self._deduplicated("gallery")
         targets = dim_zero_cat(self.query_targets)[keep]

@@ -1,0 +1,162 @@
+"""Grounding readers, features, DataModule, synthetic writer and anchors (spec grounding_methods §5, §8)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from leccr_lightning.data.errors import DataFormatError
+from leccr_lightning.data.grounding import (
+    GroundingDataModule,
+    GroundingRecord,
+    clip_saliency,
+    kmeans_spans,
+    normalised_spans,
+    read_annotations,
+    read_charades_sta,
+    read_qvhighlights,
+    read_tacos,
+    sample_saliency_pairs,
+)
+from leccr_lightning.data.grounding_synthetic import write_grounding_collection
+from leccr_lightning.tools.anchors import compute_anchors
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_grounding_collection(tmp_path_factory.mktemp("gsyn"), seed=3, n_queries=(48, 16, 16))
+
+
+def _datamodule(root: Path, **kwargs) -> GroundingDataModule:
+    return GroundingDataModule(
+        root=str(root),
+        train_file="annotations/highlight_train_release.jsonl",
+        val_file="annotations/highlight_val_release.jsonl",
+        test_file="annotations/highlight_test_release.jsonl",
+        video_feature_dirs=["features/video_a", "features/video_b"],
+        batch_size=8,
+        **kwargs,
+    )
+
+
+def test_synthetic_is_deterministic_and_valid(collection: Path, tmp_path: Path) -> None:
+    again = write_grounding_collection(tmp_path / "again", seed=3, n_queries=(48, 16, 16))
+    other = write_grounding_collection(tmp_path / "other", seed=4, n_queries=(48, 16, 16))
+    name = "annotations/highlight_train_release.jsonl"
+    assert (collection / name).read_bytes() == (again / name).read_bytes()
+    assert (collection / name).read_bytes() != (other / name).read_bytes()
+    for rec in read_qvhighlights(collection / name):
+        covered = sorted({c for st, ed in rec.windows for c in range(int(st // 2), int(np.ceil(ed / 2)))})
+        assert rec.relevant_clip_ids == covered
+        assert len(rec.saliency_scores) == len(rec.relevant_clip_ids)
+        assert max(rec.relevant_clip_ids) < rec.duration / 2
+
+
+def test_datamodule_batch_invariants(collection: Path) -> None:
+    dm = _datamodule(collection)
+    assert dm.visual_dim == 12 + 8 + 2 and dm.text_dim == 16
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    visual, mask = batch["visual"], batch["visual_mask"]
+    assert visual.shape[-1] == dm.visual_dim and batch["text"].shape[-1] == dm.text_dim
+    records = dm.dataset("validate").records
+    for b, pos in enumerate(batch["index"].tolist()):
+        n = int(mask[b].sum())
+        assert n == records[pos].duration / 2
+        assert not mask[b, n:].any() and visual[b, n:].abs().sum() == 0
+        t = torch.arange(n, dtype=torch.float32)
+        assert torch.allclose(visual[b, :n, -2:], torch.stack([t / n, (t + 1) / n], 1))
+        assert torch.allclose(visual[b, :n, :12].norm(dim=-1), torch.ones(n), atol=1e-3)
+        assert torch.allclose(visual[b, :n, 12:20].norm(dim=-1), torch.ones(n), atol=1e-3)
+        spans = batch["spans"][b]
+        assert (spans >= 0).all() and (spans <= 1).all() and (spans[:, 1] > 0).all()
+        xx = torch.stack([spans[:, 0] - spans[:, 1] / 2, spans[:, 0] + spans[:, 1] / 2], 1) * records[pos].duration
+        assert torch.allclose(xx.double(), torch.from_numpy(records[pos].windows), atol=1e-4)
+        inside = batch["saliency"][b, batch["saliency_pos"][b]]
+        assert (inside > 0).all()
+        assert batch["saliency"][b, batch["saliency_neg"][b, 1]] == 0
+
+
+def test_training_keeps_at_most_max_windows(collection: Path, tmp_path: Path) -> None:
+    rec = {"qid": 9999, "query": "q", "vid": "synth00000_train", "duration": 40}
+    rec["relevant_windows"] = [[2 * k, 2 * k + 2] for k in range(7)]
+    (tmp_path / "many.jsonl").write_text(json.dumps(rec) + "\n")
+    dm = GroundingDataModule(
+        root=str(collection),
+        train_file=str(tmp_path / "many.jsonl"),
+        video_feature_dirs=["features/video_a"],
+        max_windows=5,
+    )
+    with pytest.raises(DataFormatError, match="qid 9999"):
+        dm.dataset("fit")[0]
+    np.savez(collection / "features/text/qid9999.npz", last_hidden_state=np.ones((3, 16), np.float32))
+    assert len(dm.dataset("fit")[0]["spans"]) == 5
+
+
+def test_bad_input_errors_name_file_and_query(tmp_path: Path, collection: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"qid": 5, "query": "q", "vid": "v", "duration": 10, "relevant_windows": [[4, 12]]}\n')
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl.*qid 5.*outside the video"):
+        read_qvhighlights(bad)
+    bad.write_text('{"qid": 5, "query": "q", "vid": "v", "duration": 10, "relevant_windows": [[4, 8]]}\n{oops\n')
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl: line 2"):
+        read_qvhighlights(bad)
+    dm = _datamodule(collection)
+    (collection / "features/video_b/synth00048_val.npz").rename(tmp_path / "moved.npz")
+    try:
+        with pytest.raises(DataFormatError, match=r"synth00048_val\.npy.*synth00048_val \(qid 48\).*missing"):
+            dm.dataset("validate")[0]
+    finally:
+        (tmp_path / "moved.npz").rename(collection / "features/video_b/synth00048_val.npz")
+
+
+def test_charades_reader_clamps_and_rejects(tmp_path: Path) -> None:
+    path = tmp_path / "charades_sta_train.txt"
+    path.write_text("AO8RW 0.0 6.9##a person is putting a book on a shelf.\nAO8RW 5.0 40.0##a person leaves.\n")
+    (tmp_path / "Charades_v1_train.csv").write_text("id,subject,length\nAO8RW,x,30.5\n")
+    records = read_annotations(path, durations_file=tmp_path / "Charades_v1_train.csv", qid_offset=10)
+    assert [r.qid for r in records] == [10, 11]
+    assert records[1].windows.tolist() == [[5.0, 30.5]] and records[0].query.startswith("a person is")
+    path.write_text("AO8RW 0.0##missing end\n")
+    with pytest.raises(DataFormatError, match="line 1"):
+        read_charades_sta(path, {"AO8RW": 30.5})
+
+
+def test_tacos_frames_to_seconds(tmp_path: Path) -> None:
+    path = tmp_path / "train.json"
+    video = {"timestamps": [[0, 294], [147, 9000]], "sentences": ["cut", "wash"], "fps": 29.4, "num_frames": 2940}
+    path.write_text(json.dumps({"s13-d21.avi": video}))
+    records = read_tacos(path)
+    assert [r.qid for r in records] == ["s13-d21_0", "s13-d21_1"]
+    assert np.allclose(records[0].windows, [[0.0, 10.0]]) and np.allclose(records[1].windows, [[5.0, 100.0]])
+    assert records[0].duration == pytest.approx(100.0)
+
+
+def test_saliency_sampler_and_degenerate_cases() -> None:
+    rec = GroundingRecord(1, "q", "v", 20.0, np.array([[4.0, 10.0]]))
+    sal = clip_saliency(rec, 10, 2.0)
+    assert sal.tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        pos, neg = sample_saliency_pairs(sal, gen)
+        assert all(sal[p] > 0 for p in pos) and sal[neg[1]] == 0
+    pos, neg = sample_saliency_pairs(np.ones(4, np.float32), gen)
+    assert len(pos) == len(neg) == 2
+    pos, neg = sample_saliency_pairs(np.zeros(4, np.float32), gen)
+    assert len(pos) == len(neg) == 2
+
+
+def test_kmeans_anchors_deterministic(collection: Path, tmp_path: Path) -> None:
+    spans = normalised_spans(read_qvhighlights(collection / "annotations/highlight_train_release.jsonl"))
+    first, second = kmeans_spans(spans, 10, seed=1), kmeans_spans(spans, 10, seed=1)
+    assert first.shape == (10, 2) and np.array_equal(first, second)
+    assert (first >= 0).all() and (first <= 1).all() and (np.diff(first[:, 0]) >= 0).all()
+    path = compute_anchors(collection / "annotations/highlight_train_release.jsonl", tmp_path / "a.json", k=4)
+    saved = json.loads(path.read_text())
+    assert saved["k"] == 4 and np.allclose(saved["anchors"], kmeans_spans(spans, 4, seed=0))
+    with pytest.raises(ValueError, match="at least k=10"):
+        kmeans_spans(spans[:3], 10)
