@@ -1,4 +1,5 @@
-"""Span utilities, matcher, losses, post-processing, and Moment-DETR / RGTR / CDNet learning the synthetic task."""
+"""Span utilities, matcher, losses, post-processing, and Moment-DETR / RGTR / CDNet learning the synthetic
+task."""
 
 from __future__ import annotations
 
@@ -32,7 +33,14 @@ from leccr_lightning.methods.moment_detr import MomentDETR
 from leccr_lightning.methods.rgtr import RGTR
 from leccr_lightning.metrics.grounding import grounding_report
 
-TINY = {"hidden_dim": 32, "nheads": 4, "dim_feedforward": 64, "input_dropout": 0.1, "lr": 1e-3, "lr_drop": 1000}
+TINY = {
+    "hidden_dim": 32,
+    "nheads": 4,
+    "dim_feedforward": 64,
+    "input_dropout": 0.1,
+    "lr": 1e-3,
+    "lr_drop": 1000,
+}
 
 
 def test_span_conversions_and_iou_invariants() -> None:
@@ -43,7 +51,9 @@ def test_span_conversions_and_iou_invariants() -> None:
     iou, _ = temporal_iou(a, b)
     assert torch.allclose(iou, temporal_iou(b, a)[0].T) and (iou >= 0).all() and (iou <= 1).all()
     assert torch.allclose(torch.diag(temporal_iou(a, a)[0]), torch.ones(6))
-    assert torch.allclose(temporal_iou_paired(a, a[[1, 0, 2, 3, 4, 5]]), torch.diag(temporal_iou(a, a[[1, 0, 2, 3, 4, 5]])[0]))
+    assert torch.allclose(
+        temporal_iou_paired(a, a[[1, 0, 2, 3, 4, 5]]), torch.diag(temporal_iou(a, a[[1, 0, 2, 3, 4, 5]])[0])
+    )
     giou = generalized_temporal_iou(a, b)
     assert (giou >= -1).all() and (giou <= 1).all()
     overlap = iou > 0
@@ -57,12 +67,12 @@ def test_matcher_pairs_and_permutation() -> None:
     spans = torch.tensor([[[0.2, 0.1], [0.7, 0.2], [0.5, 0.9], [0.1, 0.05]]])
     logits = torch.tensor([[[3.0, 0.0], [3.0, 0.0], [0.0, 3.0], [0.0, 3.0]]])
     gt = torch.tensor([[0.7, 0.2], [0.2, 0.1]])
-    (rows, cols), = hungarian_match(logits, spans, [gt])
+    ((rows, cols),) = hungarian_match(logits, spans, [gt])
     assert len(rows) == 2 and len(set(rows.tolist())) == 2
     assert dict(zip(cols.tolist(), rows.tolist(), strict=True)) == {0: 1, 1: 0}
-    (rows_p, cols_p), = hungarian_match(logits, spans, [gt.flip(0)])
+    ((rows_p, cols_p),) = hungarian_match(logits, spans, [gt.flip(0)])
     assert dict(zip(cols_p.tolist(), rows_p.tolist(), strict=True)) == {0: 0, 1: 1}
-    (rows_e, _), = hungarian_match(logits, spans, [torch.zeros(0, 2)])
+    ((rows_e, _),) = hungarian_match(logits, spans, [torch.zeros(0, 2)])
     assert len(rows_e) == 0
 
 
@@ -78,7 +88,9 @@ def test_losses_invariants() -> None:
     assert foreground_loss(logits, indices, eos_coef=0.1).item() == pytest.approx(expected.item())
     sal = torch.tensor([[1.0, 0.7, 0.0, 0.5]])
     assert saliency_hinge_loss(sal, torch.tensor([[0, 0]]), torch.tensor([[2, 3]]), margin=0.2).item() == 0.0
-    assert saliency_hinge_loss(sal, torch.tensor([[1, 1]]), torch.tensor([[3, 3]]), 0.3).item() == pytest.approx(0.2)
+    assert saliency_hinge_loss(
+        sal, torch.tensor([[1, 1]]), torch.tensor([[3, 3]]), 0.3
+    ).item() == pytest.approx(0.2)
     mask = torch.ones(2, 4, dtype=torch.bool)
     labels = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]])
     scores = torch.randn(2, 4, requires_grad=True)
@@ -87,12 +99,18 @@ def test_losses_invariants() -> None:
     assert torch.isfinite(loss) and scores.grad[0].abs().sum() == 0 and scores.grad[1].abs().sum() > 0
     pred = torch.tensor([[[0.5, 0.2], [0.9, 0.1]]], requires_grad=True)
     target_iou = iou_targets(pred, target)
-    assert not target_iou.requires_grad and target_iou[0, 0] == 1.0 and ((target_iou >= 0) & (target_iou <= 1)).all()
+    assert (
+        not target_iou.requires_grad
+        and target_iou[0, 0] == 1.0
+        and ((target_iou >= 0) & (target_iou <= 1)).all()
+    )
 
 
 def test_postprocess_and_nms() -> None:
     spans = torch.tensor([[0.5, 0.2], [0.1, 0.4], [0.95, 0.3]])
-    rows = postprocess_windows(spans, torch.tensor([0.2, 0.9, 0.5]), duration=150.0, max_ts=150.0, clip_len=2.0)
+    rows = postprocess_windows(
+        spans, torch.tensor([0.2, 0.9, 0.5]), duration=150.0, max_ts=150.0, clip_len=2.0
+    )
     assert rows[:, 2].tolist() == [0.9, 0.5, 0.2]
     assert rows[0, :2].tolist() == [0.0, 44.0] and rows[1, 1].item() == 150.0  # 45 s / 2 = 22.5 -> 22 (even)
     assert torch.equal(torch.remainder(rows[:, :2], 2.0), torch.zeros(3, 2))
@@ -140,7 +158,11 @@ def _trainer(root: Path, epochs: int) -> L.Trainer:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "extra"),
-    [(MomentDETR, {}), (RGTR, {"t2v_layers": 1, "enc_layers": 1}), (CDNet, {"t2v_layers": 1, "enc_layers": 1})],
+    [
+        (MomentDETR, {}),
+        (RGTR, {"t2v_layers": 1, "enc_layers": 1}),
+        (CDNet, {"t2v_layers": 1, "enc_layers": 1}),
+    ],
 )
 def test_method_learns_synthetic_task(synthetic: Path, tmp_path: Path, method, extra: dict) -> None:
     L.seed_everything(0)
@@ -181,12 +203,23 @@ def test_cli_fit_test_predict(synthetic: Path, tmp_path: Path, monkeypatch: pyte
     ]
     main(["fit", *common, "--test_after_fit", "true"])
     metrics = json.loads(next(tmp_path.rglob("test_metrics.json")).read_text())
-    for key in ("MR-full-R1@0.5", "MR-full-R1@0.7", "MR-full-mAP", "MR-full-mAP@0.75", "HL-min-VeryGood-Hit1"):
+    for key in (
+        "MR-full-R1@0.5",
+        "MR-full-R1@0.7",
+        "MR-full-mAP",
+        "MR-full-mAP@0.75",
+        "HL-min-VeryGood-Hit1",
+    ):
         assert f"test/{key}" in metrics
     ckpt = next(tmp_path.rglob("last.ckpt"))
     main(["predict", *common, "--ckpt_path", str(ckpt)])
-    submission = [json.loads(line) for line in next(tmp_path.rglob("hl_test_submission.jsonl")).read_text().splitlines()]
-    gt = [json.loads(line) for line in (synthetic / "annotations/highlight_test_release.jsonl").read_text().splitlines()]
+    submission = [
+        json.loads(line) for line in next(tmp_path.rglob("hl_test_submission.jsonl")).read_text().splitlines()
+    ]
+    gt = [
+        json.loads(line)
+        for line in (synthetic / "annotations/highlight_test_release.jsonl").read_text().splitlines()
+    ]
     assert sorted(d["qid"] for d in submission) == sorted(d["qid"] for d in gt)
     assert all(len(d["pred_relevant_windows"]) == 10 for d in submission)
     rescored = grounding_report(submission, gt)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leccr_lightning.methods.grounding_base import GroundingDETRBase, qd_saliency_terms
+from leccr_lightning.methods.grounding_base import GroundingDETRBase, base_kwargs, qd_saliency_terms
 from leccr_lightning.modules.detr import MLP, GlobalSaliencyHead, SpanDecoder, T2VEncoder, input_projection
 
 
@@ -39,7 +39,8 @@ def sample_in_time(values: torch.Tensor, positions: torch.Tensor, lengths: torch
     low = pos.floor().long().clamp(max=t - 1)
     high = (low + 1).clamp(max=t - 1)
     frac = (pos - low.to(pos)).unsqueeze(-1)
-    gather = lambda idx: values.gather(1, idx.reshape(b, -1, 1).expand(-1, -1, d)).view(*idx.shape, d)  # noqa: E731
+    gather = lambda idx: values.gather(1, idx.reshape(b, -1, 1).expand(-1, -1, d)).view(*idx.shape, d)  #
+    noqa: E731
     return gather(low) * (1 - frac) + gather(high) * frac
 
 
@@ -147,9 +148,25 @@ class CDNet(GroundingDETRBase):
         lw_qsd_fine: float = 1.0,
         lw_qsd_bce: float = 1.0,
         rank_tau: float = 0.5,
-        **base: Any,
+        span_loss_coef: float = 10.0,
+        giou_loss_coef: float = 1.0,
+        label_loss_coef: float = 4.0,
+        eos_coef: float = 0.1,
+        lw_saliency: float = 1.0,
+        saliency_margin: float = 0.2,
+        set_cost_span: float = 10.0,
+        set_cost_giou: float = 1.0,
+        set_cost_class: float = 4.0,
+        aux_loss: bool = True,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        lr_drop: int = 400,
+        max_ts: float | None = 150.0,
+        pp_clip_len: float = 2.0,
+        nms_threshold: float = -1.0,
+        metric_clip_len: float = 2.0,
     ) -> None:
-        super().__init__(**base)
+        super().__init__(**base_kwargs(locals()))
         self.save_hyperparameters()
         lw_sal = self.loss_weights["saliency"]
         self.loss_weights.update(

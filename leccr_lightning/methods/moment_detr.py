@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from leccr_lightning.methods.grounding_base import GroundingDETRBase
+from leccr_lightning.methods.grounding_base import GroundingDETRBase, base_kwargs
 from leccr_lightning.modules.detr import JointEncoder, SpanDecoder, input_projection
 
 
@@ -31,9 +31,25 @@ class MomentDETR(GroundingDETRBase):
         input_dropout: float = 0.5,
         n_input_proj: int = 2,
         num_queries: int = 10,
-        **base: Any,
+        span_loss_coef: float = 10.0,
+        giou_loss_coef: float = 1.0,
+        label_loss_coef: float = 4.0,
+        eos_coef: float = 0.1,
+        lw_saliency: float = 1.0,
+        saliency_margin: float = 0.2,
+        set_cost_span: float = 10.0,
+        set_cost_giou: float = 1.0,
+        set_cost_class: float = 4.0,
+        aux_loss: bool = True,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        lr_drop: int = 400,
+        max_ts: float | None = 150.0,
+        pp_clip_len: float = 2.0,
+        nms_threshold: float = -1.0,
+        metric_clip_len: float = 2.0,
     ) -> None:
-        super().__init__(**base)
+        super().__init__(**base_kwargs(locals()))
         self.save_hyperparameters()
         self.video_proj = input_projection(visual_dim, hidden_dim, n_input_proj, input_dropout)
         self.text_proj = input_projection(text_dim, hidden_dim, n_input_proj, input_dropout)

@@ -24,7 +24,7 @@ from torch import nn
 
 from leccr_lightning.data.grounding import kmeans_spans, normalised_spans
 from leccr_lightning.losses.spans import Indices, hungarian_match, iou_quality_loss
-from leccr_lightning.methods.grounding_base import GroundingDETRBase, qd_saliency_terms
+from leccr_lightning.methods.grounding_base import GroundingDETRBase, base_kwargs, qd_saliency_terms
 from leccr_lightning.modules.detr import (
     MLP,
     GlobalSaliencyHead,
@@ -92,9 +92,25 @@ class RGTR(GroundingDETRBase):
         score_alpha: float = 0.5,
         region_cost: float = 0.0,
         rank_tau: float = 0.5,
-        **base: Any,
+        span_loss_coef: float = 10.0,
+        giou_loss_coef: float = 1.0,
+        label_loss_coef: float = 4.0,
+        eos_coef: float = 0.1,
+        lw_saliency: float = 1.0,
+        saliency_margin: float = 0.2,
+        set_cost_span: float = 10.0,
+        set_cost_giou: float = 1.0,
+        set_cost_class: float = 4.0,
+        aux_loss: bool = True,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        lr_drop: int = 400,
+        max_ts: float | None = 150.0,
+        pp_clip_len: float = 2.0,
+        nms_threshold: float = -1.0,
+        metric_clip_len: float = 2.0,
     ) -> None:
-        super().__init__(**base)
+        super().__init__(**base_kwargs(locals()))
         self.save_hyperparameters()
         if anchor_init not in ANCHOR_INITS:
             raise ValueError(f"anchor_init must be one of {ANCHOR_INITS}, got {anchor_init!r}")

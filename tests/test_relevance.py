@@ -1,0 +1,122 @@
+"""Relevance providers: hand-checked ROUGE-L, in-batch max over an item's captions, files and memmaps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from leccr_lightning.data.errors import DataFormatError
+from leccr_lightning.metrics.relevance import (
+    BatchTexts,
+    BinaryRelevance,
+    CaptionEmbeddingRelevance,
+    TokenOverlapRelevance,
+    binary_relevance,
+    encode_captions,
+    lcs_length,
+    load_relevance,
+    max_over_item,
+    rouge_l,
+    rouge_relevance,
+    save_relevance,
+)
+
+
+def test_lcs_and_rouge_l_hand_values():
+    assert lcs_length("a b c d".split(), "a c d e".split()) == 3
+    assert rouge_l("a b c d", ["a c d e"]) == pytest.approx(0.75)
+    # P = 1, R = 1/2: F = 2.44 * 0.5 / (0.5 + 1.44) (beta 1.2)
+    assert rouge_l("a b", ["a b c d"]) == pytest.approx(2.44 * 0.5 / 1.94)
+    # P and R are maxed separately over the references
+    assert rouge_l("a b", ["x y", "a b c d", "a"]) == pytest.approx(1.0 * 1.0 * 2.44 / (1.0 + 1.44))
+    assert rouge_l("a b", ["c d"]) == 0.0
+
+
+def test_rouge_relevance_gives_the_own_item_one():
+    texts = ["a red car", "a red bus", "two dogs run", "dogs run"]
+    relevance = rouge_relevance(texts, [0, 0, 1, 1], 2)
+    assert relevance.shape == (4, 2)
+    assert np.allclose(relevance[[0, 1, 2, 3], [0, 0, 1, 1]], 1.0)
+    assert relevance[0, 1] == 0.0 and relevance[2, 0] == 0.0
+    partial = rouge_relevance(["a red car", "a dog", "two dogs run"], [0, 1, 1], 2)
+    assert partial[1, 0] == pytest.approx(rouge_l("a dog", ["a red car"]))
+    with pytest.raises(ValueError, match="outside the gallery"):
+        rouge_relevance(texts, [0, 0, 1, 2], 2)
+
+
+def test_max_over_item_takes_the_best_caption_of_the_candidate_item():
+    similarity = torch.tensor([[1.0, 0.2, 0.7], [0.2, 1.0, 0.1], [0.7, 0.1, 1.0]])
+    index = torch.tensor([5, 9, 5])
+    out = max_over_item(similarity, index)
+    assert torch.allclose(out[1], torch.tensor([0.2, 1.0, 0.2]))
+    assert torch.allclose(out[:, 0], out[:, 2])
+
+
+def _texts(ids: list[list[int]], index: list[int]) -> BatchTexts:
+    input_ids = torch.tensor(ids)
+    return BatchTexts(index=torch.tensor(index), input_ids=input_ids, attention_mask=input_ids != 0)
+
+
+def test_token_overlap_relevance_values_and_positives():
+    texts = _texts([[3, 4, 0], [3, 4, 0], [5, 6, 7]], [0, 1, 2])
+    mask = torch.eye(3, dtype=torch.bool)
+    cos = TokenOverlapRelevance("cos")(mask, texts)
+    assert torch.allclose(cos, torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    shifted = TokenOverlapRelevance("shifted")(mask, texts)
+    assert shifted[0, 2] == pytest.approx(0.5)
+    assert torch.equal(BinaryRelevance()(mask, texts), mask.float())
+    with pytest.raises(ValueError, match="square"):
+        BinaryRelevance()(torch.ones(3, 6, dtype=torch.bool), texts)
+    with pytest.raises(ValueError, match="mapping"):
+        TokenOverlapRelevance("dot")
+
+
+def test_caption_embedding_relevance_reads_rows_by_caption_id(tmp_path):
+    ids = ["v1#enc#0", "v1#enc#1", "v2#enc#0"]
+    (tmp_path / "caps.txt").write_text("".join(f"{i} some text\n" for i in ids))
+    np.save(tmp_path / "emb.npy", np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], dtype=np.float32))
+    provider = CaptionEmbeddingRelevance(str(tmp_path / "emb.npy"), str(tmp_path / "caps.txt"), mapping="cos")
+    texts = BatchTexts(index=torch.tensor([0, 1]), caption_ids=["v2#enc#0", "v1#enc#1"])
+    relevance = provider(torch.eye(2, dtype=torch.bool), texts)
+    assert torch.allclose(relevance, torch.tensor([[1.0, 2**-0.5], [2**-0.5, 1.0]]), atol=1e-6)
+    with pytest.raises(DataFormatError, match="v9#enc#0"):
+        provider(torch.eye(1, dtype=torch.bool), BatchTexts(index=torch.tensor([0]), caption_ids=["v9#enc#0"]))
+    np.save(tmp_path / "bad.npy", np.zeros((2, 2), dtype=np.float32))
+    with pytest.raises(DataFormatError, match="bad.npy"):
+        CaptionEmbeddingRelevance(str(tmp_path / "bad.npy"), str(tmp_path / "caps.txt"))
+
+
+def test_precomputed_relevance_memmap_npy_and_bin(tmp_path):
+    matrix = np.arange(6, dtype=np.float32).reshape(3, 2)
+    save_relevance(tmp_path / "r.npy", matrix)
+    loaded = load_relevance(tmp_path / "r.npy", 3, 2)
+    assert isinstance(loaded, np.memmap) and np.array_equal(loaded, matrix)
+    assert np.array_equal(load_relevance(tmp_path / "r.npy", 2, 3, transpose=True), matrix.T)
+    matrix.tofile(tmp_path / "r.bin")
+    assert np.array_equal(load_relevance(tmp_path / "r.bin", 3, 2), matrix)
+    with pytest.raises(DataFormatError, match="r.bin"):
+        load_relevance(tmp_path / "r.bin", 4, 2)
+    with pytest.raises(DataFormatError, match="shape"):
+        load_relevance(tmp_path / "r.npy", 2, 3)
+
+
+def test_binary_relevance_from_ids():
+    assert torch.equal(binary_relevance(torch.tensor([1, 0, 1]), 2), torch.tensor([[0.0, 1], [1, 0], [0, 1]]))
+
+
+def test_encode_captions_with_a_local_hf_encoder(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from leccr_lightning.data.text import train_wordpiece
+
+    corpus = ["a red car", "a blue bus", "two dogs"]
+    tokenizer = train_wordpiece(corpus, vocab_size=60)
+    tokenizer.save_pretrained(tmp_path)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32)
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
+    embeddings = encode_captions(corpus + ["a red car"], str(tmp_path), batch_size=2)
+    assert embeddings.shape == (4, 16) and embeddings.dtype == np.float32
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(embeddings[0], embeddings[3], atol=1e-5)
