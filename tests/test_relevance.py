@@ -24,7 +24,7 @@ from leccr_lightning.metrics.relevance import (
 
 
 def test_lcs_and_rouge_l_hand_values():
-    assert lcs_length("a b c d".split(), "a c d e".split()) == 3
+    assert lcs_length(["a", "b", "c", "d"], ["a", "c", "d", "e"]) == 3
     assert rouge_l("a b c d", ["a c d e"]) == pytest.approx(0.75)
     # P = 1, R = 1/2: F = 2.44 * 0.5 / (0.5 + 1.44) (beta 1.2)
     assert rouge_l("a b", ["a b c d"]) == pytest.approx(2.44 * 0.5 / 1.94)
@@ -81,7 +81,9 @@ def test_caption_embedding_relevance_reads_rows_by_caption_id(tmp_path):
     relevance = provider(torch.eye(2, dtype=torch.bool), texts)
     assert torch.allclose(relevance, torch.tensor([[1.0, 2**-0.5], [2**-0.5, 1.0]]), atol=1e-6)
     with pytest.raises(DataFormatError, match="v9#enc#0"):
-        provider(torch.eye(1, dtype=torch.bool), BatchTexts(index=torch.tensor([0]), caption_ids=["v9#enc#0"]))
+        provider(
+            torch.eye(1, dtype=torch.bool), BatchTexts(index=torch.tensor([0]), caption_ids=["v9#enc#0"])
+        )
     np.save(tmp_path / "bad.npy", np.zeros((2, 2), dtype=np.float32))
     with pytest.raises(DataFormatError, match="bad.npy"):
         CaptionEmbeddingRelevance(str(tmp_path / "bad.npy"), str(tmp_path / "caps.txt"))
@@ -113,8 +115,13 @@ def test_encode_captions_with_a_local_hf_encoder(tmp_path):
     corpus = ["a red car", "a blue bus", "two dogs"]
     tokenizer = train_wordpiece(corpus, vocab_size=60)
     tokenizer.save_pretrained(tmp_path)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
     BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path)
     embeddings = encode_captions(corpus + ["a red car"], str(tmp_path), batch_size=2)
     assert embeddings.shape == (4, 16) and embeddings.dtype == np.float32

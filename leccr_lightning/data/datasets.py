@@ -48,12 +48,17 @@ class VisualItems:
         self.store = store
         store.check_ids(self.ids, source)
         self.rows = [store.rows_of(visual_id) for visual_id in self.ids]
+        single = all(len(r) == 1 for r in self.rows)
+        self.single_rows = np.concatenate(self.rows) if single else None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def batch(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``visual`` [B, T, D] and ``visual_mask`` [B, T] for items at ``positions``."""
+        """``visual`` [B, T, D] and ``visual_mask`` [B, T] for items at ``positions`` (one read per batch)."""
+        if self.single_rows is not None:
+            visual = torch.from_numpy(self.store.gather_rows(self.single_rows[np.asarray(positions)]))
+            return visual[:, None], torch.ones(len(visual), 1, dtype=torch.bool)
         return self.store.batch([self.rows[p] for p in positions])
 
 

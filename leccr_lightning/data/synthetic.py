@@ -167,11 +167,11 @@ class SyntheticWriter:
             "test": self._items(f"{kind}te", config.n_test),
         }
         self._write_features(folder / layout.features, splits, video=config.video or layout.video)
-        for split, items in splits.items():
-            if split in layout.id_lists:
-                id_file = folder / layout.id_list_names(config.languages[0])[split]
+        for xx in config.languages:
+            for split, name in layout.id_list_names(xx).items():
+                id_file = folder / name
                 id_file.parent.mkdir(parents=True, exist_ok=True)
-                id_file.write_text("".join(f"{v}\n" for v in items))
+                id_file.write_text("".join(f"{v}\n" for v in splits[split]))
         self._write_train(text_dir, layout, splits["train"])
         for split in ("val", "test"):
             self._write_eval(text_dir, layout, split, splits[split])

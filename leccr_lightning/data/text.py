@@ -115,7 +115,7 @@ class TokenizedTexts:
         starts, ends = self.offsets[rows], self.offsets[rows + 1]
         lengths = ends - starts
         width = int(lengths.max())
-        input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.arange(width)[None, :] < lengths[:, None]
-        input_ids[mask] = self.ids[np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])]
+        positions = np.minimum(starts[:, None] + np.arange(width)[None, :], len(self.ids) - 1)
+        input_ids = np.where(mask, self.ids[positions], self.pad_id).astype(np.int64)
         return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}

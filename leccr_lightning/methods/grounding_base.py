@@ -10,7 +10,6 @@ ranks in a ``GroundingMetric`` and logs the official keys as ``val/...`` and ``t
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import lightning as L
@@ -81,13 +80,6 @@ def qd_saliency_terms(
         "saliency_rank": rank_contrastive_loss(saliency, saliency_mismatched, batch["saliency"], mask, tau),
         "saliency_neg": negative_pair_loss(saliency_mismatched, mask),
     }
-
-
-def base_kwargs(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The ``GroundingDETRBase`` arguments among a subclass's ``locals()`` (subclasses list them explicitly so
-    that the CLI sees a closed signature)."""
-    names = inspect.signature(GroundingDETRBase.__init__).parameters
-    return {k: v for k, v in arguments.items() if k in names and k != "self"}
 
 
 class GroundingDETRBase(L.LightningModule):

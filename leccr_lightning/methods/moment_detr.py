@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from leccr_lightning.methods.grounding_base import GroundingDETRBase, base_kwargs
+from leccr_lightning.methods.grounding_base import GroundingDETRBase
 from leccr_lightning.modules.detr import JointEncoder, SpanDecoder, input_projection
 
 
@@ -49,7 +49,25 @@ class MomentDETR(GroundingDETRBase):
         nms_threshold: float = -1.0,
         metric_clip_len: float = 2.0,
     ) -> None:
-        super().__init__(**base_kwargs(locals()))
+        super().__init__(
+            span_loss_coef=span_loss_coef,
+            giou_loss_coef=giou_loss_coef,
+            label_loss_coef=label_loss_coef,
+            eos_coef=eos_coef,
+            lw_saliency=lw_saliency,
+            saliency_margin=saliency_margin,
+            set_cost_span=set_cost_span,
+            set_cost_giou=set_cost_giou,
+            set_cost_class=set_cost_class,
+            aux_loss=aux_loss,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_drop=lr_drop,
+            max_ts=max_ts,
+            pp_clip_len=pp_clip_len,
+            nms_threshold=nms_threshold,
+            metric_clip_len=metric_clip_len,
+        )
         self.save_hyperparameters()
         self.video_proj = input_projection(visual_dim, hidden_dim, n_input_proj, input_dropout)
         self.text_proj = input_projection(text_dim, hidden_dim, n_input_proj, input_dropout)

@@ -24,7 +24,7 @@ from torch import nn
 
 from leccr_lightning.data.grounding import kmeans_spans, normalised_spans
 from leccr_lightning.losses.spans import Indices, hungarian_match, iou_quality_loss
-from leccr_lightning.methods.grounding_base import GroundingDETRBase, base_kwargs, qd_saliency_terms
+from leccr_lightning.methods.grounding_base import GroundingDETRBase, qd_saliency_terms
 from leccr_lightning.modules.detr import (
     MLP,
     GlobalSaliencyHead,
@@ -110,7 +110,25 @@ class RGTR(GroundingDETRBase):
         nms_threshold: float = -1.0,
         metric_clip_len: float = 2.0,
     ) -> None:
-        super().__init__(**base_kwargs(locals()))
+        super().__init__(
+            span_loss_coef=span_loss_coef,
+            giou_loss_coef=giou_loss_coef,
+            label_loss_coef=label_loss_coef,
+            eos_coef=eos_coef,
+            lw_saliency=lw_saliency,
+            saliency_margin=saliency_margin,
+            set_cost_span=set_cost_span,
+            set_cost_giou=set_cost_giou,
+            set_cost_class=set_cost_class,
+            aux_loss=aux_loss,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_drop=lr_drop,
+            max_ts=max_ts,
+            pp_clip_len=pp_clip_len,
+            nms_threshold=nms_threshold,
+            metric_clip_len=metric_clip_len,
+        )
         self.save_hyperparameters()
         if anchor_init not in ANCHOR_INITS:
             raise ValueError(f"anchor_init must be one of {ANCHOR_INITS}, got {anchor_init!r}")
