@@ -31,22 +31,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_synthetic_collection(tmp, SynthConfig(n_train=args.items, n_val=10, n_test=10, feature_dim=args.dim))
         dm = CCRDataModule(
-            root=tmp, collection="synthetic", language="de",
-            train_captions={"source": "synthtrain_enc.caption.txt", "target": "synthtrain_google_enc2de.caption.txt"},
-            val_captions={"query": "synthval_de.caption.txt"}, test_captions={"query": "synthtest_de.caption.txt"},
+            root=tmp,
+            collection="synthetic",
+            language="de",
+            train_captions={
+                "source": "synthtrain_enc.caption.txt",
+                "target": "synthtrain_google_enc2de.caption.txt",
+            },
+            val_captions={"query": "synthval_de.caption.txt"},
+            test_captions={"query": "synthtest_de.caption.txt"},
             features=FeatureSpec(path="FeatureData/synthetic_feat"),
-            id_lists={"train": "FeatureData/train_id.txt", "val": "FeatureData/val_id.txt",
-                      "test": "FeatureData/test_id.txt"},
+            id_lists={
+                "train": "FeatureData/train_id.txt",
+                "val": "FeatureData/val_id.txt",
+                "test": "FeatureData/test_id.txt",
+            },
             batch_size=args.batch_size,
         )
         dm.setup("fit")
         dataset = dm.split("train")["train"]
         store = dataset.items.store
         shape = store.shape
-        memmap = np.memmap(Path(tmp) / "synthetic/FeatureData/synthetic_feat/feature.bin", dtype=np.float32,
-                           mode="r", shape=shape)
-        rows = [np.concatenate([dataset.items.rows[p] for p in dataset.visual_index[i:i + args.batch_size]])
-                for i in range(0, len(dataset), args.batch_size)]
+        memmap = np.memmap(
+            Path(tmp) / "synthetic/FeatureData/synthetic_feat/feature.bin",
+            dtype=np.float32,
+            mode="r",
+            shape=shape,
+        )
+        rows = [
+            np.concatenate([dataset.items.rows[p] for p in dataset.visual_index[i : i + args.batch_size]])
+            for i in range(0, len(dataset), args.batch_size)
+        ]
         loader_times, floor_times = [], []
         for _ in range(args.repeats):
             start = time.perf_counter()
@@ -59,8 +74,10 @@ def main() -> None:
         loader_bps = n_batches / float(np.median(loader_times))
         floor_bps = len(rows) / float(np.median(floor_times))
         print(f"captions {len(dataset)}  batch {args.batch_size}  dim {args.dim}  batches {n_batches}")
-        print(f"loader: {loader_bps:9.1f} batches/s   memmap floor: {floor_bps:9.1f} batches/s   "
-              f"ratio loader/floor: {loader_bps / floor_bps:.3f}")
+        print(
+            f"loader: {loader_bps:9.1f} batches/s   memmap floor: {floor_bps:9.1f} batches/s   "
+            f"ratio loader/floor: {loader_bps / floor_bps:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -33,12 +33,24 @@ class LeccrCLI(LightningCLI):
     """LightningCLI with data->model size links, a test-after-fit option and ``test_metrics.json``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--test_after_fit", type=bool, default=False,
-                            help="after fit, test the best checkpoint and write test_metrics.json")
-        parser.link_arguments("data", "model.init_args.visual_dim", compute_fn=_link_if_present("visual_dim"),
-                              apply_on="instantiate")
-        parser.link_arguments("data", "model.init_args.vocab_size", compute_fn=_link_if_present("vocab_size"),
-                              apply_on="instantiate")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="after fit, test the best checkpoint and write test_metrics.json",
+        )
+        parser.link_arguments(
+            "data",
+            "model.init_args.visual_dim",
+            compute_fn=_link_if_present("visual_dim"),
+            apply_on="instantiate",
+        )
+        parser.link_arguments(
+            "data",
+            "model.init_args.vocab_size",
+            compute_fn=_link_if_present("vocab_size"),
+            apply_on="instantiate",
+        )
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):

@@ -52,15 +52,29 @@ def tiny_datamodule_kwargs(root: Path, **overrides) -> dict:
     from leccr_lightning.data.datamodule import FeatureSpec
 
     kwargs = dict(
-        root=str(root), collection="synthetic", language="de",
-        train_captions={"source": "synthtrain_enc.caption.txt", "target": "synthtrain_google_enc2de.caption.txt",
-                        "back": "synthtrain_google_enc2de2enc.caption.txt"},
+        root=str(root),
+        collection="synthetic",
+        language="de",
+        train_captions={
+            "source": "synthtrain_enc.caption.txt",
+            "target": "synthtrain_google_enc2de.caption.txt",
+            "back": "synthtrain_google_enc2de2enc.caption.txt",
+        },
         val_captions={"query": "synthval_de.caption.txt", "translated": "synthval_google_de2enc.caption.txt"},
-        test_captions={"query": "synthtest_de.caption.txt", "translated": "synthtest_google_de2enc.caption.txt"},
+        test_captions={
+            "query": "synthtest_de.caption.txt",
+            "translated": "synthtest_google_de2enc.caption.txt",
+        },
         features=FeatureSpec(path="FeatureData/synthetic_feat"),
-        id_lists={"train": "FeatureData/train_id.txt", "val": "FeatureData/val_id.txt",
-                  "test": "FeatureData/test_id.txt"},
-        descriptions="descriptions", tokenizer_vocab_size=500, batch_size=16, eval_batch_size=16,
+        id_lists={
+            "train": "FeatureData/train_id.txt",
+            "val": "FeatureData/val_id.txt",
+            "test": "FeatureData/test_id.txt",
+        },
+        descriptions="descriptions",
+        tokenizer_vocab_size=500,
+        batch_size=16,
+        eval_batch_size=16,
     )
     kwargs.update(overrides)
     return kwargs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,41 +13,69 @@ TINY = "configs/experiments/baseline/tiny.yaml"
 
 
 def run_args(root, out, *extra: str) -> list[str]:
-    return ["--config", TINY, "--data.init_args.root", str(root), "--trainer.default_root_dir", str(out),
-            "--trainer.logger.init_args.save_dir", str(out), *extra]
+    return [
+        "--config",
+        TINY,
+        "--data.init_args.root",
+        str(root),
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.logger.init_args.save_dir",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """`leccr synth` then `leccr fit --test_after_fit true` on a small collection (module-scoped: trained once)."""
     base = tmp_path_factory.mktemp("cli")
-    main(["synth", "--out", str(base / "vs"), "--n_train", "150", "--n_val", "30", "--n_test", "31", "--seed", "2"])
-    cli = lightning_main(["fit", *run_args(base / "vs", base / "run", "--trainer.max_epochs", "12",
-                                           "--test_after_fit", "true")])
+    main(
+        [
+            "synth",
+            "--out",
+            str(base / "vs"),
+            "--n_train",
+            "150",
+            "--n_val",
+            "30",
+            "--n_test",
+            "31",
+            "--seed",
+            "2",
+        ]
+    )
+    cli = lightning_main(
+        [
+            "fit",
+            *run_args(base / "vs", base / "run", "--trainer.max_epochs", "12", "--test_after_fit", "true"),
+        ]
+    )
     return base, cli
 
 
 def test_fit_then_test_writes_metrics_far_above_chance(trained):
     base, cli = trained
-    metrics = json.loads(open(f"{cli.trainer.log_dir}/test_metrics.json").read())
+    metrics = json.loads(Path(cli.trainer.log_dir, "test_metrics.json").read_text(encoding="utf-8"))
     expected = {f"test/{d}_{m}" for d in ("t2v", "v2t") for m in ("r1", "r5", "r10", "medr", "meanr", "map")}
     assert expected | {"test/sumr"} <= set(metrics)
     chance_r1 = 100 / 31
     assert metrics["test/t2v_r1"] > 4 * chance_r1
     assert metrics["test/sumr"] == pytest.approx(
-        sum(metrics[f"test/{d}_r{k}"] for d in ("t2v", "v2t") for k in (1, 5, 10)), rel=1e-6)
+        sum(metrics[f"test/{d}_r{k}"] for d in ("t2v", "v2t") for k in (1, 5, 10)), rel=1e-6
+    )
     assert cli.trainer.checkpoint_callback.best_model_path.endswith(".ckpt")
 
 
 def test_test_and_predict_from_checkpoint(trained):
     base, cli = trained
     ckpt = cli.trainer.checkpoint_callback.best_model_path
-    fitted = json.loads(open(f"{cli.trainer.log_dir}/test_metrics.json").read())
+    fitted = json.loads(Path(cli.trainer.log_dir, "test_metrics.json").read_text(encoding="utf-8"))
     tested = lightning_main(["test", *run_args(base / "vs", base / "test"), "--ckpt_path", ckpt])
-    again = json.loads(open(f"{tested.trainer.log_dir}/test_metrics.json").read())
+    again = json.loads(Path(tested.trainer.log_dir, "test_metrics.json").read_text(encoding="utf-8"))
     assert again == pytest.approx(fitted, abs=1e-9)
     predicted = lightning_main(["predict", *run_args(base / "vs", base / "predict"), "--ckpt_path", ckpt])
-    lines = open(f"{predicted.trainer.log_dir}/predictions.jsonl", encoding="utf-8").read().splitlines()
+    lines = Path(predicted.trainer.log_dir, "predictions.jsonl").read_text(encoding="utf-8").splitlines()
     queries = (base / "vs/synthetic/TextData/synthtest_de.caption.txt").read_text(encoding="utf-8").splitlines()
     assert len(lines) == len(queries)
     first = json.loads(lines[0])
@@ -61,11 +90,21 @@ def test_one_and_two_ddp_processes_give_identical_metrics(trained):
     base, cli = trained
     ckpt = cli.trainer.checkpoint_callback.best_model_path
     single = lightning_main(["test", *run_args(base / "vs", base / "t1"), "--ckpt_path", ckpt])
-    double = lightning_main(["test", *run_args(base / "vs", base / "t2"), "--ckpt_path", ckpt,
-                             "--trainer.strategy", "ddp_fork", "--trainer.devices", "2"])
+    double = lightning_main(
+        [
+            "test",
+            *run_args(base / "vs", base / "t2"),
+            "--ckpt_path",
+            ckpt,
+            "--trainer.strategy",
+            "ddp_fork",
+            "--trainer.devices",
+            "2",
+        ]
+    )
     assert double.trainer.world_size == 2 and single.trainer.world_size == 1
-    one = json.loads(open(f"{single.trainer.log_dir}/test_metrics.json").read())
-    two = json.loads(open(f"{double.trainer.log_dir}/test_metrics.json").read())
+    one = json.loads(Path(single.trainer.log_dir, "test_metrics.json").read_text(encoding="utf-8"))
+    two = json.loads(Path(double.trainer.log_dir, "test_metrics.json").read_text(encoding="utf-8"))
     assert one.keys() == two.keys()
     assert one == pytest.approx(two, abs=1e-9)
 

@@ -10,8 +10,13 @@ import pytest
 from leccr_lightning.cli import lightning_main
 from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
 
-LAYOUT_OF = {"multi30k": ("multi30k", ["de", "fr", "cs"]), "multi30k_task1": ("multi30k_task1", ["de", "fr", "cs"]),
-             "mscoco": ("mscoco", ["ja", "zh"]), "vatex": ("vatex", ["zh"]), "msrvtt10kcn": ("msrvtt10kcn", ["zh"])}
+LAYOUT_OF = {
+    "multi30k": ("multi30k", ["de", "fr", "cs"]),
+    "multi30k_task1": ("multi30k_task1", ["de", "fr", "cs"]),
+    "mscoco": ("mscoco", ["ja", "zh"]),
+    "vatex": ("vatex", ["zh"]),
+    "msrvtt10kcn": ("msrvtt10kcn", ["zh"]),
+}
 RECIPES = sorted(p for p in Path("configs/experiments/baseline").glob("*.yaml") if p.name != "tiny.yaml")
 
 
@@ -20,28 +25,61 @@ def real_name_roots(tmp_path_factory):
     roots = {}
     for key, (layout, languages) in LAYOUT_OF.items():
         root = tmp_path_factory.mktemp(key)
-        write_synthetic_collection(root, SynthConfig(layout=layout, languages=languages, n_train=24, n_val=6,
-                                                     n_test=6, seed=4))
+        write_synthetic_collection(
+            root, SynthConfig(layout=layout, languages=languages, n_train=24, n_val=6, n_test=6, seed=4)
+        )
         roots[key] = root
     return roots
 
 
 def test_every_real_dataset_has_a_recipe():
     names = {p.stem for p in RECIPES}
-    assert {"multi30k_de", "multi30k_fr", "multi30k_cs", "mscoco_ja", "mscoco_zh", "vatex_zh",
-            "msrvtt10kcn_zh"} <= names
+    assert {
+        "multi30k_de",
+        "multi30k_fr",
+        "multi30k_cs",
+        "mscoco_ja",
+        "mscoco_zh",
+        "vatex_zh",
+        "msrvtt10kcn_zh",
+    } <= names
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_recipe_trains_one_step(recipe, real_name_roots, tmp_path):
     key = recipe.stem.rsplit("_", 1)[0]
-    cli = lightning_main([
-        "fit", "--config", str(recipe), "--data.init_args.root", str(real_name_roots[key]),
-        "--data.init_args.tokenizer", "train", "--data.init_args.num_workers", "0",
-        "--data.init_args.batch_size", "16", "--model.init_args.text_model", "tiny",
-        "--model.init_args.trainable_layers", "null", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1",
-        "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
-    ])
+    cli = lightning_main(
+        [
+            "fit",
+            "--config",
+            str(recipe),
+            "--data.init_args.root",
+            str(real_name_roots[key]),
+            "--data.init_args.tokenizer",
+            "train",
+            "--data.init_args.num_workers",
+            "0",
+            "--data.init_args.batch_size",
+            "16",
+            "--model.init_args.text_model",
+            "tiny",
+            "--model.init_args.trainable_layers",
+            "null",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "1",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
     assert cli.trainer.global_step == 1
     assert "val/sumr" in cli.trainer.callback_metrics

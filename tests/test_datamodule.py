@@ -58,7 +58,8 @@ def test_synthetic_collection_is_deterministic_and_marks_noise(tmp_path):
     for path in (a / "TextData").iterdir():
         assert path.read_bytes() == (b / "TextData" / path.name).read_bytes()
     assert (a / "FeatureData/synthetic_feat/feature.bin").read_bytes() == (
-        b / "FeatureData/synthetic_feat/feature.bin").read_bytes()
+        b / "FeatureData/synthetic_feat/feature.bin"
+    ).read_bytes()
     noisy = json.loads((a / "MANIFEST.json").read_text())["noisy_translations"]
     n_mt = len(read_caption_file(a / "TextData/synthtrain_google_enc2de.caption.txt"))
     assert 0.2 < len(noisy) / n_mt < 0.8

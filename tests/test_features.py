@@ -68,8 +68,11 @@ def test_npy_and_hdf5_match_bigfile(tmp_path, matrix):
     with h5py.File(tmp_path / "x.h5", "w") as handle:
         handle["features"] = matrix
         handle["ids"] = np.array(names, dtype="S")
-    stores = [BigFileStore(tmp_path / "feat"), NpyStore(tmp_path / "x.npy", tmp_path / "ids.txt"),
-              HDF5Store(tmp_path / "x.h5")]
+    stores = [
+        BigFileStore(tmp_path / "feat"),
+        NpyStore(tmp_path / "x.npy", tmp_path / "ids.txt"),
+        HDF5Store(tmp_path / "x.h5"),
+    ]
     batches = [s.batch([s.rows_of(v) for v in ("v4", "v1", "v4")])[0] for s in stores]
     assert all(torch.equal(batches[0], b) for b in batches[1:])
     (tmp_path / "short.txt").write_text("\n".join(names[:5]))

@@ -11,6 +11,7 @@ import lightning as L
 import pytest
 import torch
 
+from leccr_lightning.callbacks.grounding_writer import GroundingPredictionWriter
 from leccr_lightning.data.grounding import GroundingDataModule
 from leccr_lightning.data.grounding_synthetic import write_grounding_collection
 from leccr_lightning.losses.spans import (
@@ -185,7 +186,7 @@ def test_method_learns_synthetic_task(synthetic: Path, tmp_path: Path, method, e
 
 
 @pytest.mark.slow
-def test_cli_fit_test_predict(synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_fit_test_then_predict_writer(synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from leccr_lightning.cli import main
 
     monkeypatch.setattr(sys, "argv", ["leccr"])
@@ -212,7 +213,10 @@ def test_cli_fit_test_predict(synthetic: Path, tmp_path: Path, monkeypatch: pyte
     ):
         assert f"test/{key}" in metrics
     ckpt = next(tmp_path.rglob("last.ckpt"))
-    main(["predict", *common, "--ckpt_path", str(ckpt)])
+    model = MomentDETR.load_from_checkpoint(ckpt, weights_only=False)
+    writer = GroundingPredictionWriter(output_dir=str(tmp_path), filename="hl_test_submission.jsonl")
+    trainer = L.Trainer(accelerator="cpu", logger=False, callbacks=[writer], enable_progress_bar=False)
+    trainer.predict(model, datamodule=_datamodule(synthetic), return_predictions=False)
     submission = [
         json.loads(line) for line in next(tmp_path.rglob("hl_test_submission.jsonl")).read_text().splitlines()
     ]

@@ -243,7 +243,8 @@ def test_cli_fit_then_test_on_the_tiny_experiment(tmp_path):
     out = tmp_path / "run"
     cli = run_cli(["fit", "--config", str(CONFIGS / "experiments/leccr/tiny.yaml"), "--data.init_args.root",
                    str(root), "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir",
-                   str(out), "--trainer.max_epochs", "2", "--test_after_fit", "true"])
+                   str(out), "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1",
+                   "--test_after_fit", "true"])
     metrics = cli.trainer.callback_metrics
     for term in (*TERMS, "loss"):
         assert f"train/{term}" in metrics
@@ -283,7 +284,8 @@ def test_real_data_config_loads_and_trains_one_step(tmp_path, experiment, layout
                    "--model.init_args.text_layers", "1", "--model.init_args.visual_width", "16",
                    "--model.init_args.embed_dim", "8", "--trainer.accelerator", "cpu",
                    "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
-                   "--trainer.default_root_dir", str(out), "--trainer.logger", "false"])
+                   "--trainer.default_root_dir", str(out), "--trainer.logger", "false",
+                   "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false"])
     assert cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     assert cli.model.hparams.eval_scoring == ("fused" if video else "global")

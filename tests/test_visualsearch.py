@@ -21,7 +21,13 @@ def test_caption_id_grammar_and_tags():
     assert cid.with_tag("enc2zh2enc") == "video9770#enc2zh2enc#0"
     assert parse_caption_id("1000092795.jpg#enc#3").visual_id == "1000092795"
     assert [tag_language(t) for t in ("enc", "enc2de", "enc2de2enc", "de", "de2enc", "zhc2en")] == [
-        "en", "de", "en", "de", "en", "en"]
+        "en",
+        "de",
+        "en",
+        "de",
+        "en",
+        "en",
+    ]
     with pytest.raises(ValueError, match="unknown caption tag 'xx'"):
         parse_caption_id("v1#xx#0")
     with pytest.raises(ValueError, match="not of the form"):
@@ -67,7 +73,7 @@ def test_real_multi30k_text_reads_and_tokenises(shared_data, tmp_path):
     from leccr_lightning.data.visualsearch import write_caption_file
 
     raw = shared_data / "multi30k" / "task1"
-    lines = gzip.open(raw / "raw" / "test_2016_flickr.de.gz", "rt", encoding="utf-8").read().splitlines()
+    lines = gzip.decompress((raw / "raw" / "test_2016_flickr.de.gz").read_bytes()).decode("utf-8").splitlines()
     images = (raw / "image_splits" / "test_2016_flickr.txt").read_text().split()
     assert len(lines) == len(images) == 1000
     path = tmp_path / "multi30ktest_de_2016.caption.txt"

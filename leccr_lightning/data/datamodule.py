@@ -154,8 +154,11 @@ class CCRDataModule(L.LightningDataModule):
         if isinstance(spec, dict):
             spec = FeatureSpec(**spec)
         return open_feature_store(
-            spec.kind, self._path(spec.path), self._path(spec.ids) if spec.ids else None,
-            self._path(spec.video2frames) if spec.video2frames else None, self.hparams.max_frames,
+            spec.kind,
+            self._path(spec.path),
+            self._path(spec.ids) if spec.ids else None,
+            self._path(spec.video2frames) if spec.video2frames else None,
+            self.hparams.max_frames,
             self.hparams.frame_sampling,
         )
 
@@ -192,8 +195,12 @@ class CCRDataModule(L.LightningDataModule):
             elif self.hparams.allow_missing_descriptions:
                 text = ""
             else:
-                raise DataFormatError(path, visual_id, "missing MLLM description (set allow_missing_descriptions "
-                                      "to use an empty one, or run `leccr describe`)")
+                raise DataFormatError(
+                    path,
+                    visual_id,
+                    "missing MLLM description (set allow_missing_descriptions "
+                    "to use an empty one, or run `leccr describe`)",
+                )
             texts.append(text)
         return self._tokenize(texts, "description")
 
@@ -238,14 +245,22 @@ class CCRDataModule(L.LightningDataModule):
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=dataset.collate, num_workers=workers,
-            persistent_workers=workers > 0, drop_last=False,
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=dataset.collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            drop_last=False,
         )
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         datasets = self.split(split)
         size = self.hparams.eval_batch_size
-        return [self._loader(datasets["queries"], size, False), self._loader(datasets["gallery"], size, False)]
+        return [
+            self._loader(datasets["queries"], size, False),
+            self._loader(datasets["gallery"], size, False),
+        ]
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.split("train")["train"], self.hparams.batch_size, True)

@@ -33,7 +33,9 @@ def aligned_rows(anchor: CaptionFile, other: CaptionFile, tag: str) -> np.ndarra
         row = row_of.get(wanted)
         if row is None:
             raise DataFormatError(
-                other.path, anchor.ids[i], f"no caption {wanted} aligned with {anchor.ids[i]} of {anchor.path.name}"
+                other.path,
+                anchor.ids[i],
+                f"no caption {wanted} aligned with {anchor.ids[i]} of {anchor.path.name}",
             )
         rows[i] = row
     return rows
@@ -69,7 +71,9 @@ def positions_of(captions: CaptionFile, items: VisualItems) -> np.ndarray:
         position = items.position.get(parsed.visual_id)
         if position is None:
             raise DataFormatError(
-                captions.path, captions.ids[i], f"visual item {parsed.visual_id} is not in the split's id list"
+                captions.path,
+                captions.ids[i],
+                f"visual item {parsed.visual_id} is not in the split's id list",
             )
         out[i] = position
     return out
@@ -83,8 +87,13 @@ class PseudoParallelDataset(Dataset):
     for ``description``).
     """
 
-    def __init__(self, source: CaptionFile, items: VisualItems, texts: Mapping[str, TokenizedTexts],
-                 text_rows: Mapping[str, np.ndarray]):
+    def __init__(
+        self,
+        source: CaptionFile,
+        items: VisualItems,
+        texts: Mapping[str, TokenizedTexts],
+        text_rows: Mapping[str, np.ndarray],
+    ):
         self.source = source
         self.items = items
         self.texts = dict(texts)
@@ -114,8 +123,13 @@ class PseudoParallelDataset(Dataset):
 class QuerySet(Dataset):
     """Evaluation queries: human target-language captions (+ their translations), each with its gallery position."""
 
-    def __init__(self, queries: CaptionFile, items: VisualItems, texts: Mapping[str, TokenizedTexts],
-                 text_rows: Mapping[str, np.ndarray]):
+    def __init__(
+        self,
+        queries: CaptionFile,
+        items: VisualItems,
+        texts: Mapping[str, TokenizedTexts],
+        text_rows: Mapping[str, np.ndarray],
+    ):
         self.queries = queries
         self.texts = dict(texts)
         self.text_rows = dict(text_rows)

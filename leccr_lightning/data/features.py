@@ -124,8 +124,13 @@ class FeatureStore(ABC):
 class BigFileStore(FeatureStore):
     """The official BigFile folder, memory-mapped (``feature.bin``, ``id.txt``, ``shape.txt``)."""
 
-    def __init__(self, path: str | Path, video2frames: str | Path | None = None, max_frames: int = 64,
-                 frame_sampling: str = "first"):
+    def __init__(
+        self,
+        path: str | Path,
+        video2frames: str | Path | None = None,
+        max_frames: int = 64,
+        frame_sampling: str = "first",
+    ):
         self.path = Path(path)
         shape_file, id_file, bin_file = (self.path / n for n in ("shape.txt", "id.txt", "feature.bin"))
         for required in (shape_file, id_file, bin_file):
@@ -142,7 +147,9 @@ class BigFileStore(FeatureStore):
         actual = bin_file.stat().st_size
         if actual != expected:
             raise DataFormatError(
-                bin_file, 0, f"{actual} bytes, expected {expected} (N={n_rows} x D={dim} float32): truncated or wrong shape"
+                bin_file,
+                0,
+                f"{actual} bytes, expected {expected} (N={n_rows} x D={dim} float32): truncated or wrong shape",
             )
         self._shape = (n_rows, dim)
         self._bin = bin_file
@@ -167,8 +174,14 @@ class BigFileStore(FeatureStore):
 class NpyStore(FeatureStore):
     """A ``(N, D)`` ``.npy`` array whose row order is an id list (the Multi30K ResNet-152 option)."""
 
-    def __init__(self, path: str | Path, ids: str | Path, video2frames: str | Path | None = None,
-                 max_frames: int = 64, frame_sampling: str = "first"):
+    def __init__(
+        self,
+        path: str | Path,
+        ids: str | Path,
+        video2frames: str | Path | None = None,
+        max_frames: int = 64,
+        frame_sampling: str = "first",
+    ):
         from leccr_lightning.data.visualsearch import read_id_list
 
         self.path = Path(path)
@@ -193,8 +206,15 @@ class NpyStore(FeatureStore):
 class HDF5Store(FeatureStore):
     """An HDF5 file with a ``features`` [N, D] dataset and an ``ids`` dataset; opened lazily once per process."""
 
-    def __init__(self, path: str | Path, features_key: str = "features", ids_key: str = "ids",
-                 video2frames: str | Path | None = None, max_frames: int = 64, frame_sampling: str = "first"):
+    def __init__(
+        self,
+        path: str | Path,
+        features_key: str = "features",
+        ids_key: str = "ids",
+        video2frames: str | Path | None = None,
+        max_frames: int = 64,
+        frame_sampling: str = "first",
+    ):
         import h5py
 
         self.path = Path(path)
@@ -241,9 +261,14 @@ def write_bigfile(path: str | Path, names: Sequence[str], matrix: np.ndarray) ->
     (path / "shape.txt").write_text(f"{matrix.shape[0]} {matrix.shape[1]}")
 
 
-def open_feature_store(kind: str, path: str | Path, ids: str | Path | None = None,
-                       video2frames: str | Path | None = None, max_frames: int = 64,
-                       frame_sampling: str = "first") -> FeatureStore:
+def open_feature_store(
+    kind: str,
+    path: str | Path,
+    ids: str | Path | None = None,
+    video2frames: str | Path | None = None,
+    max_frames: int = 64,
+    frame_sampling: str = "first",
+) -> FeatureStore:
     """Build a store from its kind: ``bigfile`` | ``npy`` (needs ``ids``) | ``hdf5``."""
     if kind == "bigfile":
         return BigFileStore(path, video2frames, max_frames, frame_sampling)

@@ -37,58 +37,107 @@ class Layout:
 LAYOUTS: dict[str, Layout] = {
     "synthetic": Layout(
         collection="synthetic",
-        train={"source": "synthtrain_enc.caption.txt", "target": "synthtrain_google_enc2{xx}.caption.txt",
-               "back": "synthtrain_google_enc2{xx}2enc.caption.txt"},
+        train={
+            "source": "synthtrain_enc.caption.txt",
+            "target": "synthtrain_google_enc2{xx}.caption.txt",
+            "back": "synthtrain_google_enc2{xx}2enc.caption.txt",
+        },
         val={"query": "synthval_{xx}.caption.txt", "translated": "synthval_google_{xx}2enc.caption.txt"},
         test={"query": "synthtest_{xx}.caption.txt", "translated": "synthtest_google_{xx}2enc.caption.txt"},
         features="FeatureData/synthetic_feat",
-        id_lists={"train": "FeatureData/train_id.txt", "val": "FeatureData/val_id.txt",
-                  "test": "FeatureData/test_id.txt"},
+        id_lists={
+            "train": "FeatureData/train_id.txt",
+            "val": "FeatureData/val_id.txt",
+            "test": "FeatureData/test_id.txt",
+        },
     ),
     "multi30k": Layout(
         collection="multi30k",
-        train={"source": "Flickr30ktrain_enc.caption.txt", "target": "Flickr30ktrain_google_enc2{xx}.caption.txt",
-               "back": "Flickr30ktrain_google_enc2{xx}2enc.caption.txt"},
-        val={"query": "multi30kval_{xx}.caption.txt", "translated": "multi30kval_google_{xx}2enc.caption.txt"},
-        test={"query": "multi30ktest_{xx}_2016.caption.txt",
-              "translated": "multi30ktest_google_{xx}2enc_2016.caption.txt"},
+        train={
+            "source": "Flickr30ktrain_enc.caption.txt",
+            "target": "Flickr30ktrain_google_enc2{xx}.caption.txt",
+            "back": "Flickr30ktrain_google_enc2{xx}2enc.caption.txt",
+        },
+        val={
+            "query": "multi30kval_{xx}.caption.txt",
+            "translated": "multi30kval_google_{xx}2enc.caption.txt",
+        },
+        test={
+            "query": "multi30ktest_{xx}_2016.caption.txt",
+            "translated": "multi30ktest_google_{xx}2enc_2016.caption.txt",
+        },
         features="FeatureData/clip_vit_b32",
-        id_lists={"train": "FeatureData/train_id.txt", "val": "FeatureData/val_id.txt",
-                  "test": "FeatureData/test_id_2016.txt"},
+        id_lists={
+            "train": "FeatureData/train_id.txt",
+            "val": "FeatureData/val_id.txt",
+            "test": "FeatureData/test_id_2016.txt",
+        },
     ),
     "mscoco": Layout(
         collection="mscoco",
-        train={"source": "mscocotrain_enc.caption.txt", "target": "mscocotrain_google_enc2{xx}.caption.txt",
-               "back": "mscocotrain_google_enc2{xx}2enc.caption.txt"},
+        train={
+            "source": "mscocotrain_enc.caption.txt",
+            "target": "mscocotrain_google_enc2{xx}.caption.txt",
+            "back": "mscocotrain_google_enc2{xx}2enc.caption.txt",
+        },
         val={"query": "mscocoval_{xx}.caption.txt", "translated": "mscocoval_google_{xx}2enc.caption.txt"},
         test={"query": "mscocotest_{xx}.caption.txt", "translated": "mscocotest_google_{xx}2enc.caption.txt"},
         features="FeatureData/clip_vit_b32",
-        id_lists={"train": "FeatureData/train_id.txt", "val": "FeatureData/{xx}_val_id.txt",
-                  "test": "FeatureData/{xx}_test_id.txt"},
-        language_overrides={"ja": {"test": {"query": "mscocotest_1k_ja.caption.txt",
-                                            "translated": "mscocotest_1k_google_ja2enc.caption.txt"}}},
+        id_lists={
+            "train": "FeatureData/train_id.txt",
+            "val": "FeatureData/{xx}_val_id.txt",
+            "test": "FeatureData/{xx}_test_id.txt",
+        },
+        language_overrides={
+            "ja": {
+                "test": {
+                    "query": "mscocotest_1k_ja.caption.txt",
+                    "translated": "mscocotest_1k_google_ja2enc.caption.txt",
+                }
+            }
+        },
     ),
     "multi30k_task1": Layout(
         collection="multi30k",
-        train={"source": "multi30ktrain_enc.caption.txt", "target": "multi30ktrain_google_enc2{xx}.caption.txt",
-               "back": "multi30ktrain_google_enc2{xx}2enc.caption.txt"},
-        val={"query": "multi30kval_{xx}.caption.txt", "translated": "multi30kval_google_{xx}2enc.caption.txt"},
-        test={"query": "multi30ktest_{xx}_2016.caption.txt",
-              "translated": "multi30ktest_google_{xx}2enc_2016.caption.txt"},
+        train={
+            "source": "multi30ktrain_enc.caption.txt",
+            "target": "multi30ktrain_google_enc2{xx}.caption.txt",
+            "back": "multi30ktrain_google_enc2{xx}2enc.caption.txt",
+        },
+        val={
+            "query": "multi30kval_{xx}.caption.txt",
+            "translated": "multi30kval_google_{xx}2enc.caption.txt",
+        },
+        test={
+            "query": "multi30ktest_{xx}_2016.caption.txt",
+            "translated": "multi30ktest_google_{xx}2enc_2016.caption.txt",
+        },
         features="FeatureData/clip_vit_b32",
-        id_lists={"train": "FeatureData/train_id.txt", "val": "FeatureData/val_id.txt",
-                  "test": "FeatureData/test_id_2016.txt"},
-        language_overrides={"de": {
-            "val": {"query": "multi30kval_de_task1.caption.txt",
-                    "translated": "multi30kval_google_de2enc_task1.caption.txt"},
-            "test": {"query": "multi30ktest_de_2016_task1.caption.txt",
-                     "translated": "multi30ktest_google_de2enc_2016_task1.caption.txt"},
-        }},
+        id_lists={
+            "train": "FeatureData/train_id.txt",
+            "val": "FeatureData/val_id.txt",
+            "test": "FeatureData/test_id_2016.txt",
+        },
+        language_overrides={
+            "de": {
+                "val": {
+                    "query": "multi30kval_de_task1.caption.txt",
+                    "translated": "multi30kval_google_de2enc_task1.caption.txt",
+                },
+                "test": {
+                    "query": "multi30ktest_de_2016_task1.caption.txt",
+                    "translated": "multi30ktest_google_de2enc_2016_task1.caption.txt",
+                },
+            }
+        },
     ),
     "vatex": Layout(
         collection="vatex",
-        train={"source": "vatextrain.caption.txt", "target": "vatextrain_google_enc2{xx}.caption.txt",
-               "back": "vatextrain_google_enc2{xx}2enc.caption.txt"},
+        train={
+            "source": "vatextrain.caption.txt",
+            "target": "vatextrain_google_enc2{xx}.caption.txt",
+            "back": "vatextrain_google_enc2{xx}2enc.caption.txt",
+        },
         val={"query": "vatexval_{xx}.caption.txt", "translated": "vatexval_google_{xx}2enc.caption.txt"},
         test={"query": "vatextest_{xx}.caption.txt", "translated": "vatextest_google_{xx}2enc.caption.txt"},
         features="FeatureData/i3d_kinetics",
@@ -96,12 +145,19 @@ LAYOUTS: dict[str, Layout] = {
     ),
     "msrvtt10kcn": Layout(
         collection="msrvtt10kcn",
-        train={"source": "msrvtt10kcntrain.caption.txt", "target": "msrvtt10kcntrain_google_enc2{xx}.caption.txt",
-               "back": "msrvtt10kcntrain_google_enc2{xx}2enc.caption.txt"},
-        val={"query": "msrvtt10kcnval_{xx}.caption.txt",
-             "translated": "msrvtt10kcnval_google_{xx}2enc.caption.txt"},
-        test={"query": "msrvtt10kcntest_{xx}.caption.txt",
-              "translated": "msrvtt10kcntest_google_{xx}2enc.caption.txt"},
+        train={
+            "source": "msrvtt10kcntrain.caption.txt",
+            "target": "msrvtt10kcntrain_google_enc2{xx}.caption.txt",
+            "back": "msrvtt10kcntrain_google_enc2{xx}2enc.caption.txt",
+        },
+        val={
+            "query": "msrvtt10kcnval_{xx}.caption.txt",
+            "translated": "msrvtt10kcnval_google_{xx}2enc.caption.txt",
+        },
+        test={
+            "query": "msrvtt10kcntest_{xx}.caption.txt",
+            "translated": "msrvtt10kcntest_google_{xx}2enc.caption.txt",
+        },
         features="FeatureData/resnext101-resnet152",
         video=True,
     ),

@@ -23,12 +23,64 @@ from leccr_lightning.data.features import write_bigfile
 from leccr_lightning.data.layouts import LAYOUTS, Layout
 from leccr_lightning.data.visualsearch import write_caption_file
 
-_NOUNS = (
-    "dog cat horse bird ball tree car boat bicycle child woman man guitar kite bench flower river mountain "
-    "bridge train umbrella hat table chair lamp book phone cake apple fish sheep cow road"
-).split()
+_NOUNS = [
+    "dog",
+    "cat",
+    "horse",
+    "bird",
+    "ball",
+    "tree",
+    "car",
+    "boat",
+    "bicycle",
+    "child",
+    "woman",
+    "man",
+    "guitar",
+    "kite",
+    "bench",
+    "flower",
+    "river",
+    "mountain",
+    "bridge",
+    "train",
+    "umbrella",
+    "hat",
+    "table",
+    "chair",
+    "lamp",
+    "book",
+    "phone",
+    "cake",
+    "apple",
+    "fish",
+    "sheep",
+    "cow",
+    "road",
+]
 _FILLERS = ("a", "the", "photo", "of", "with", "and", "near", "is", "there", "some")
-_SYLLABLES = "ka ri to mu se la no pe vi da ze ku ro mi sa te be go ha lu".split()
+_SYLLABLES = [
+    "ka",
+    "ri",
+    "to",
+    "mu",
+    "se",
+    "la",
+    "no",
+    "pe",
+    "vi",
+    "da",
+    "ze",
+    "ku",
+    "ro",
+    "mi",
+    "sa",
+    "te",
+    "be",
+    "go",
+    "ha",
+    "lu",
+]
 _DIACRITICS = {"de": "äöüß", "fr": "éèàç", "cs": "čřšž"}
 _CJK_START = {"zh": 0x4E00, "ja": 0x3040}
 _WORD_ORDER = {"de": "reverse_pairs", "fr": "noun_last", "cs": "same", "ja": "reverse", "zh": "same"}
@@ -180,8 +232,9 @@ class SyntheticWriter:
             "config": asdict(config),
             "collection": layout.collection,
             "noisy_translations": self.noisy_ids,
-            "items": {split: {v: [self.nouns[c] for c in cs] for v, cs in items.items()}
-                      for split, items in splits.items()},
+            "items": {
+                split: {v: [self.nouns[c] for c in cs] for v, cs in items.items()} for split, items in splits.items()
+            },
         }
         (folder / "MANIFEST.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
         return folder
@@ -235,7 +288,10 @@ class SyntheticWriter:
                     words = self._english(concepts)
                     human.append((f"{visual_id}#{xx}#{k}", lexicon.render(words)))
                     translated.append(
-                        (f"{visual_id}#{xx}2enc#{k}", " ".join(self._corrupt(words, self.config.mt_word_noise)))
+                        (
+                            f"{visual_id}#{xx}2enc#{k}",
+                            " ".join(self._corrupt(words, self.config.mt_word_noise)),
+                        )
                     )
             write_caption_file(text_dir / names["query"], human)
             write_caption_file(text_dir / names["translated"], translated)

@@ -54,10 +54,16 @@ def train_wordpiece(corpus: Iterable[str], vocab_size: int = 2000, lowercase: bo
     tokenizer.train_from_iterator(sorted(set(corpus)), trainer=trainer)
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
         mask_token="[MASK]",
     )
 
@@ -91,7 +97,11 @@ def load_or_train_tokenizer(spec: str, corpus: Sequence[str], cache_dir: str | P
         finally:
             tmp.unlink(missing_ok=True)
     return PreTrainedTokenizerFast(
-        tokenizer_file=str(final), unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        tokenizer_file=str(final),
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
         mask_token="[MASK]",
     )
 
@@ -118,4 +128,7 @@ class TokenizedTexts:
         mask = np.arange(width)[None, :] < lengths[:, None]
         positions = np.minimum(starts[:, None] + np.arange(width)[None, :], len(self.ids) - 1)
         input_ids = np.where(mask, self.ids[positions], self.pad_id).astype(np.int64)
-        return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+        return {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(mask.astype(np.int64)),
+        }

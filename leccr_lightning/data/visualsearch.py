@@ -114,7 +114,11 @@ def read_caption_file(path: str | Path, expected_tag: str | None = None) -> Capt
                 continue
             cap_id, _, text = line.partition(" ")
             if "#" not in cap_id:
-                raise DataFormatError(path, line_no, f"no caption id: expected '<visual_id>#<tag>#<k> <text>', got {line[:60]!r}")
+                raise DataFormatError(
+                    path,
+                    line_no,
+                    f"no caption id: expected '<visual_id>#<tag>#<k> <text>', got {line[:60]!r}",
+                )
             try:
                 cid = parse_caption_id(cap_id)
             except ValueError as err:

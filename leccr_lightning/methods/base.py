@@ -150,8 +150,12 @@ class RetrievalMethod(L.LightningModule, ABC):
         """Embedding views of a query or gallery batch, on the CPU, for ``RetrievalPredictionWriter``."""
         views = self.encode_queries(batch) if batch["kind"] == "query" else self.encode_gallery(batch)
         ids = batch["caption_ids"] if batch["kind"] == "query" else batch["visual_ids"]
-        return {"kind": batch["kind"], "position": batch["position"].cpu(), "ids": ids,
-                "views": {k: v.float().cpu() for k, v in views.items()}}
+        return {
+            "kind": batch["kind"],
+            "position": batch["position"].cpu(),
+            "ids": ids,
+            "views": {k: v.float().cpu() for k, v in views.items()},
+        }
 
     def configure_callbacks(self) -> list:
         from leccr_lightning.callbacks.retrieval_writer import RetrievalPredictionWriter
@@ -172,4 +176,7 @@ class RetrievalMethod(L.LightningModule, ABC):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }

@@ -24,16 +24,38 @@ from leccr_lightning.modules.heads import ProjectionHead
 from leccr_lightning.modules.text_encoders import HFTextEncoder
 from leccr_lightning.modules.visual_encoders import FeatureMLP, FrameTransformer
 
+
 class DualEncoder(nn.Module):
     """Text encoder + visual encoder + projection heads into a ``embed_dim`` unit sphere."""
 
-    def __init__(self, visual_dim: int, vocab_size: int | None, text_model: str, text_hidden: int,
-                 text_layers: int, text_heads: int, trainable_layers: list[int] | None, pooling: str,
-                 visual_encoder: str, visual_hidden: int, visual_heads: int, max_frames: int, embed_dim: int,
-                 batch_norm: bool, dropout: float):
+    def __init__(
+        self,
+        visual_dim: int,
+        vocab_size: int | None,
+        text_model: str,
+        text_hidden: int,
+        text_layers: int,
+        text_heads: int,
+        trainable_layers: list[int] | None,
+        pooling: str,
+        visual_encoder: str,
+        visual_hidden: int,
+        visual_heads: int,
+        max_frames: int,
+        embed_dim: int,
+        batch_norm: bool,
+        dropout: float,
+    ):
         super().__init__()
-        self.text = HFTextEncoder(text_model, vocab_size, text_hidden, text_layers, text_heads,
-                                  trainable_layers=trainable_layers, pooling=pooling)
+        self.text = HFTextEncoder(
+            text_model,
+            vocab_size,
+            text_hidden,
+            text_layers,
+            text_heads,
+            trainable_layers=trainable_layers,
+            pooling=pooling,
+        )
         if visual_encoder == "mlp":
             self.visual = FeatureMLP(visual_dim, visual_hidden)
         elif visual_encoder == "frames":
@@ -92,9 +114,23 @@ class DualEncoderBaseline(RetrievalMethod):
     ):
         super().__init__(**base_kwargs)
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "objective"])
-        self.encoder = DualEncoder(visual_dim, vocab_size, text_model, text_hidden, text_layers, text_heads,
-                                   trainable_layers, pooling, visual_encoder, visual_hidden, visual_heads,
-                                   max_visual_positions, embed_dim, batch_norm, dropout)
+        self.encoder = DualEncoder(
+            visual_dim,
+            vocab_size,
+            text_model,
+            text_hidden,
+            text_layers,
+            text_heads,
+            trainable_layers,
+            pooling,
+            visual_encoder,
+            visual_hidden,
+            visual_heads,
+            max_visual_positions,
+            embed_dim,
+            batch_norm,
+            dropout,
+        )
         self.objective = objective if objective is not None else InfoNCEObjective()
 
     def positives(self, text_index: torch.Tensor, visual_index: torch.Tensor) -> torch.Tensor:
@@ -109,12 +145,21 @@ class DualEncoderBaseline(RetrievalMethod):
         source = self.gather(self.encoder.embed_text(batch["text"]["source"]))
         target = self.gather(self.encoder.embed_text(batch["text"]["target"]))
         positives = self.positives(index, index)
-        shared = {"progress": self.training_progress(), "visual": visual, "source": source, "target": target,
-                  "index": index, "batch": batch}
+        shared = {
+            "progress": self.training_progress(),
+            "visual": visual,
+            "source": source,
+            "target": target,
+            "index": index,
+            "batch": batch,
+        }
         loss_source = self.objective(source @ visual.T, positives, {**shared, "pair": "source", "text": source})
         loss_target = self.objective(target @ visual.T, positives, {**shared, "pair": "target", "text": target})
-        return {"loss": loss_source + self.hparams.target_weight * loss_target,
-                "source": loss_source, "target": loss_target}
+        return {
+            "loss": loss_source + self.hparams.target_weight * loss_target,
+            "source": loss_source,
+            "target": loss_target,
+        }
 
     def encode_queries(self, batch: Mapping) -> dict[str, torch.Tensor]:
         return {"query": self.encoder.embed_text(batch["text"]["query"])}

@@ -39,8 +39,9 @@ def sample_in_time(values: torch.Tensor, positions: torch.Tensor, lengths: torch
     low = pos.floor().long().clamp(max=t - 1)
     high = (low + 1).clamp(max=t - 1)
     frac = (pos - low.to(pos)).unsqueeze(-1)
-    gather = lambda idx: values.gather(1, idx.reshape(b, -1, 1).expand(-1, -1, d)).view(*idx.shape, d)  #
-    noqa: E731
+    def gather(idx: torch.Tensor) -> torch.Tensor:
+        return values.gather(1, idx.reshape(b, -1, 1).expand(-1, -1, d)).view(*idx.shape, d)
+
     return gather(low) * (1 - frac) + gather(high) * frac
 
 

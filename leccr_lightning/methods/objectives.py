@@ -21,24 +21,39 @@ class PairObjective(nn.Module, ABC):
     """Base of alignment objectives: ``forward(scores, positive_mask, context) -> loss``."""
 
     @abstractmethod
-    def forward(self, scores: torch.Tensor, positive_mask: torch.Tensor,
-                context: Mapping | None = None) -> torch.Tensor:
+    def forward(
+        self, scores: torch.Tensor, positive_mask: torch.Tensor, context: Mapping | None = None
+    ) -> torch.Tensor:
         """The scalar loss of a [texts, visuals] score matrix."""
 
 
 class TripletObjective(PairObjective):
     """Hinge triplet in both directions, L = L(S) + L(S^T) (VSE++/NRCCR: margin 0.2, hardest negative, sum)."""
 
-    def __init__(self, margin: float = 0.2, mining: str = "hardest", selective_eps: float = 0.01,
-                 soft_tau: float = 0.01, reduction: str = "sum"):
+    def __init__(
+        self,
+        margin: float = 0.2,
+        mining: str = "hardest",
+        selective_eps: float = 0.01,
+        soft_tau: float = 0.01,
+        reduction: str = "sum",
+    ):
         super().__init__()
         self.margin, self.mining, self.selective_eps = margin, mining, selective_eps
         self.soft_tau, self.reduction = soft_tau, reduction
 
     def forward(self, scores, positive_mask, context=None):
-        return bidirectional(hinge_triplet, scores, positive_mask, weights=(1.0, 1.0), margin=self.margin,
-                             mining=self.mining, selective_eps=self.selective_eps, soft_tau=self.soft_tau,
-                             reduction=self.reduction)
+        return bidirectional(
+            hinge_triplet,
+            scores,
+            positive_mask,
+            weights=(1.0, 1.0),
+            margin=self.margin,
+            mining=self.mining,
+            selective_eps=self.selective_eps,
+            soft_tau=self.soft_tau,
+            reduction=self.reduction,
+        )
 
 
 class InfoNCEObjective(PairObjective):

@@ -10,8 +10,14 @@ from torch import nn
 class ProjectionHead(nn.Module):
     """x -> Linear -> [BatchNorm1d] -> [Dropout] -> L2-normalise (NRCCR uses BN + dropout 0.2, ccr_methods §2.1)."""
 
-    def __init__(self, in_dim: int, out_dim: int, batch_norm: bool = False, dropout: float = 0.0,
-                 normalize: bool = True):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+        normalize: bool = True,
+    ):
         super().__init__()
         self.linear = nn.Linear(in_dim, out_dim)
         self.norm = nn.BatchNorm1d(out_dim) if batch_norm else nn.Identity()

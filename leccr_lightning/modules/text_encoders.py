@@ -8,8 +8,15 @@ from torch import nn
 from leccr_lightning.modules.pooling import pool
 
 
-def build_text_backbone(name_or_path: str, vocab_size: int | None, hidden_size: int, num_layers: int,
-                        num_heads: int, max_positions: int, pad_token_id: int = 0) -> nn.Module:
+def build_text_backbone(
+    name_or_path: str,
+    vocab_size: int | None,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    max_positions: int,
+    pad_token_id: int = 0,
+) -> nn.Module:
     """``"tiny"``: a random-init ``BertModel`` of the given sizes; otherwise ``AutoModel`` from a local directory or
     the local Hugging Face cache (never the network)."""
     from transformers import AutoModel, BertConfig, BertModel
@@ -18,9 +25,13 @@ def build_text_backbone(name_or_path: str, vocab_size: int | None, hidden_size: 
         if vocab_size is None:
             raise ValueError("a tiny text encoder needs vocab_size (the CLI links it from data.vocab_size)")
         config = BertConfig(
-            vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
-            num_attention_heads=num_heads, intermediate_size=4 * hidden_size,
-            max_position_embeddings=max_positions, pad_token_id=pad_token_id,
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            intermediate_size=4 * hidden_size,
+            max_position_embeddings=max_positions,
+            pad_token_id=pad_token_id,
         )
         return BertModel(config, add_pooling_layer=False)
     try:
@@ -39,12 +50,20 @@ class HFTextEncoder(nn.Module):
     contains ``layer.<i>.`` (NRCCR's partial fine-tuning: layers 3-11 for images, 5-11 for videos, ccr_methods §2.1).
     """
 
-    def __init__(self, name_or_path: str = "tiny", vocab_size: int | None = None, hidden_size: int = 64,
-                 num_layers: int = 2, num_heads: int = 2, max_positions: int = 128,
-                 trainable_layers: list[int] | None = None, pooling: str = "mean", unmasked_mean: bool = False):
+    def __init__(
+        self,
+        name_or_path: str = "tiny",
+        vocab_size: int | None = None,
+        hidden_size: int = 64,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        max_positions: int = 128,
+        trainable_layers: list[int] | None = None,
+        pooling: str = "mean",
+        unmasked_mean: bool = False,
+    ):
         super().__init__()
-        self.backbone = build_text_backbone(name_or_path, vocab_size, hidden_size, num_layers, num_heads,
-                                            max_positions)
+        self.backbone = build_text_backbone(name_or_path, vocab_size, hidden_size, num_layers, num_heads, max_positions)
         self.pooling = pooling
         self.unmasked_mean = unmasked_mean
         if trainable_layers is not None:

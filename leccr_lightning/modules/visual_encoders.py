@@ -26,8 +26,15 @@ class FrameTransformer(nn.Module):
     """NRCCR video branch: LinearLayer, trainable positions (max ``max_frames``), ``num_layers`` self-attention
     blocks with a key-padding mask, masked mean pooling (ccr_methods §2.1)."""
 
-    def __init__(self, in_dim: int, hidden: int, num_layers: int = 1, num_heads: int = 8, max_frames: int = 80,
-                 dropout: float = 0.1):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int,
+        num_layers: int = 1,
+        num_heads: int = 8,
+        max_frames: int = 80,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.project = FeatureMLP(in_dim, hidden, dropout)
         self.positions = nn.Embedding(max_frames, hidden)
