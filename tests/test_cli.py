@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from leccr_lightning.cli import lightning_main, main
 
@@ -113,3 +114,20 @@ def test_missing_collection_error_says_how_to_make_one(tmp_path):
     with pytest.raises(Exception, match=r"nowhere/synthetic does not exist \(run `leccr synth") as info:
         lightning_main(["fit", *run_args(tmp_path / "nowhere", tmp_path / "run")])
     assert isinstance(info.value, FileNotFoundError | ValueError)
+
+
+def test_resume_from_last_checkpoint_matches_uninterrupted_run(trained, tmp_path):
+    """fit 4 epochs == fit 2 epochs, then resume from last.ckpt to 4 (same weights, same validation SumR)."""
+    base, _ = trained
+    straight = lightning_main(["fit", *run_args(base / "vs", tmp_path / "straight", "--trainer.max_epochs", "4")])
+    first = lightning_main(["fit", *run_args(base / "vs", tmp_path / "resumed", "--trainer.max_epochs", "2")])
+    last = first.trainer.checkpoint_callback.last_model_path
+    resumed = lightning_main(
+        ["fit", *run_args(base / "vs", tmp_path / "resumed", "--trainer.max_epochs", "4"), "--ckpt_path", last]
+    )
+    assert resumed.trainer.current_epoch == straight.trainer.current_epoch == 4
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+    assert float(resumed.trainer.callback_metrics["val/sumr"]) == pytest.approx(
+        float(straight.trainer.callback_metrics["val/sumr"]), abs=1e-6
+    )

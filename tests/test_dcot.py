@@ -66,7 +66,7 @@ def test_confidences_near_one_for_a_clean_batch_and_lowest_for_a_corrupted_pair(
     others = torch.cat([weights[:3], weights[4:]])
     assert int(weights.argmin()) == 3 and float(weights[3]) < float(others.min()) - 0.1
     assert torch.allclose(
-        DCOTObjective(epsilon=100.0).confidences(visual, source, target, mask, 0.0),
+        DCOTObjective(epsilon=1e4).confidences(visual, source, target, mask, 0.0),
         torch.full((8,), 1 / 8),
         atol=1e-3,
     )
@@ -86,10 +86,11 @@ def test_confidences_carry_no_gradient_and_warmup_gives_the_base_loss() -> None:
     objective = DCOTObjective(base="infonce", warmup=0.2)
     visual, source, target = (x.clone().requires_grad_(True) for x in _clean_triplets(noise=0.5, seed=7))
     mask = torch.eye(8, dtype=torch.bool)
-    scores = _unit(8, 16, seed=11) @ _unit(8, 16, seed=12).T
+    scores = (_unit(8, 16, seed=11) @ _unit(8, 16, seed=12).T).requires_grad_(True)
     context = {"pair": "target", "visual": visual, "source": source, "target": target}
     objective(scores, mask, {**context, "progress": 0.5}).backward()
     assert visual.grad is None and source.grad is None and target.grad is None
+    assert scores.grad is not None
     warm = objective(scores, mask, {**context, "progress": 0.1})
     assert torch.allclose(warm, symmetric_info_nce(scores, mask, 0.07))
     english = objective(scores, mask, {**context, "pair": "source", "progress": 0.5})

@@ -74,10 +74,7 @@ def test_datamodule_batch_invariants(collection: Path) -> None:
         assert torch.allclose(visual[b, :n, 12:20].norm(dim=-1), torch.ones(n), atol=1e-3)
         spans = batch["spans"][b]
         assert (spans >= 0).all() and (spans <= 1).all() and (spans[:, 1] > 0).all()
-        xx = (
-            torch.stack([spans[:, 0] - spans[:, 1] / 2, spans[:, 0] + spans[:, 1] / 2], 1)
-            * records[pos].duration
-        )
+        xx = torch.stack([spans[:, 0] - spans[:, 1] / 2, spans[:, 0] + spans[:, 1] / 2], 1) * records[pos].duration
         assert torch.allclose(xx.double(), torch.from_numpy(records[pos].windows), atol=1e-4)
         inside = batch["saliency"][b, batch["saliency_pos"][b]]
         assert (inside > 0).all()
@@ -105,9 +102,7 @@ def test_bad_input_errors_name_file_and_query(tmp_path: Path, collection: Path) 
     bad.write_text('{"qid": 5, "query": "q", "vid": "v", "duration": 10, "relevant_windows": [[4, 12]]}\n')
     with pytest.raises(DataFormatError, match=r"bad\.jsonl.*qid 5.*outside the video"):
         read_qvhighlights(bad)
-    bad.write_text(
-        '{"qid": 5, "query": "q", "vid": "v", "duration": 10, "relevant_windows": [[4, 8]]}\n{oops\n'
-    )
+    bad.write_text('{"qid": 5, "query": "q", "vid": "v", "duration": 10, "relevant_windows": [[4, 8]]}\n{oops\n')
     with pytest.raises(DataFormatError, match=r"bad\.jsonl: line 2"):
         read_qvhighlights(bad)
     dm = _datamodule(collection)
@@ -121,9 +116,7 @@ def test_bad_input_errors_name_file_and_query(tmp_path: Path, collection: Path) 
 
 def test_charades_reader_clamps_and_rejects(tmp_path: Path) -> None:
     path = tmp_path / "charades_sta_train.txt"
-    path.write_text(
-        "AO8RW 0.0 6.9##a person is putting a book on a shelf.\nAO8RW 5.0 40.0##a person leaves.\n"
-    )
+    path.write_text("AO8RW 0.0 6.9##a person is putting a book on a shelf.\nAO8RW 5.0 40.0##a person leaves.\n")
     (tmp_path / "Charades_v1_train.csv").write_text("id,subject,length\nAO8RW,x,30.5\n")
     records = read_annotations(path, durations_file=tmp_path / "Charades_v1_train.csv", qid_offset=10)
     assert [r.qid for r in records] == [10, 11]

@@ -39,7 +39,7 @@ TINY = {
     "nheads": 4,
     "dim_feedforward": 64,
     "input_dropout": 0.1,
-    "lr": 1e-3,
+    "lr": 3e-3,
     "lr_drop": 1000,
 }
 
@@ -89,9 +89,7 @@ def test_losses_invariants() -> None:
     assert foreground_loss(logits, indices, eos_coef=0.1).item() == pytest.approx(expected.item())
     sal = torch.tensor([[1.0, 0.7, 0.0, 0.5]])
     assert saliency_hinge_loss(sal, torch.tensor([[0, 0]]), torch.tensor([[2, 3]]), margin=0.2).item() == 0.0
-    assert saliency_hinge_loss(
-        sal, torch.tensor([[1, 1]]), torch.tensor([[3, 3]]), 0.3
-    ).item() == pytest.approx(0.2)
+    assert saliency_hinge_loss(sal, torch.tensor([[1, 1]]), torch.tensor([[3, 3]]), 0.3).item() == pytest.approx(0.2)
     mask = torch.ones(2, 4, dtype=torch.bool)
     labels = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 2.0, 0.0, 0.0]])
     scores = torch.randn(2, 4, requires_grad=True)
@@ -100,18 +98,12 @@ def test_losses_invariants() -> None:
     assert torch.isfinite(loss) and scores.grad[0].abs().sum() == 0 and scores.grad[1].abs().sum() > 0
     pred = torch.tensor([[[0.5, 0.2], [0.9, 0.1]]], requires_grad=True)
     target_iou = iou_targets(pred, target)
-    assert (
-        not target_iou.requires_grad
-        and target_iou[0, 0] == 1.0
-        and ((target_iou >= 0) & (target_iou <= 1)).all()
-    )
+    assert not target_iou.requires_grad and target_iou[0, 0] == 1.0 and ((target_iou >= 0) & (target_iou <= 1)).all()
 
 
 def test_postprocess_and_nms() -> None:
     spans = torch.tensor([[0.5, 0.2], [0.1, 0.4], [0.95, 0.3]])
-    rows = postprocess_windows(
-        spans, torch.tensor([0.2, 0.9, 0.5]), duration=150.0, max_ts=150.0, clip_len=2.0
-    )
+    rows = postprocess_windows(spans, torch.tensor([0.2, 0.9, 0.5]), duration=150.0, max_ts=150.0, clip_len=2.0)
     assert rows[:, 2].tolist() == [0.9, 0.5, 0.2]
     assert rows[0, :2].tolist() == [0.0, 44.0] and rows[1, 1].item() == 150.0  # 45 s / 2 = 22.5 -> 22 (even)
     assert torch.equal(torch.remainder(rows[:, :2], 2.0), torch.zeros(3, 2))
@@ -221,8 +213,7 @@ def test_cli_fit_test_then_predict_writer(synthetic: Path, tmp_path: Path, monke
         json.loads(line) for line in next(tmp_path.rglob("hl_test_submission.jsonl")).read_text().splitlines()
     ]
     gt = [
-        json.loads(line)
-        for line in (synthetic / "annotations/highlight_test_release.jsonl").read_text().splitlines()
+        json.loads(line) for line in (synthetic / "annotations/highlight_test_release.jsonl").read_text().splitlines()
     ]
     assert sorted(d["qid"] for d in submission) == sorted(d["qid"] for d in gt)
     assert all(len(d["pred_relevant_windows"]) == 10 for d in submission)

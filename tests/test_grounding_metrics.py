@@ -95,9 +95,7 @@ def test_highlight_ap_and_hit() -> None:
     assert binary_average_precision(np.array([0.0, 1.0, 0.0, 1.0]), np.array([0.9, 0.8, 0.1, 0.0])) == (
         pytest.approx((0.5 + 0.5) / 2)
     )
-    assert binary_average_precision(np.array([1.0, 0.0, 1.0]), np.array([0.5, 0.5, 0.1])) == pytest.approx(
-        2 / 3
-    )
+    assert binary_average_precision(np.array([1.0, 0.0, 1.0]), np.array([0.5, 0.5, 0.1])) == pytest.approx(2 / 3)
     gt = [
         {
             **_gt(7, [[2, 6]]),
@@ -134,9 +132,7 @@ def _toy_split(n: int = 9, seed: int = 0) -> tuple[list[dict], list[list[list[fl
                 "saliency_scores": [[rng.randrange(5) for _ in range(3)] for _ in range(5)],
             }
         )
-        windows.append(
-            [[2.0 * rng.randrange(25), 2.0 * rng.randrange(25, 30), rng.random()] for _ in range(4)]
-        )
+        windows.append([[2.0 * rng.randrange(25), 2.0 * rng.randrange(25, 30), rng.random()] for _ in range(4)])
         saliency.append([rng.random() for _ in range(30)])
     return gt, windows, saliency
 
@@ -150,9 +146,7 @@ def _update(metric: GroundingMetric, positions: list[int], windows: list, salien
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, queue: mp.Queue) -> None:
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
-    )
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     gt, windows, saliency = _toy_split()
     padded = list(range(len(gt))) + list(range(-len(gt) % world))
     metric = GroundingMetric(gt)

@@ -29,8 +29,20 @@ TERMS = ("vs", "vt", "st", "slot_text", "slot_vision", "slot_diversity", "dstl")
 
 def tiny_leccr(**overrides) -> LECCR:
     torch.manual_seed(0)
-    args = dict(visual_dim=8, vocab_size=40, text_hidden=16, text_layers=1, text_heads=2, text_pooling="mean",
-                visual_width=16, embed_dim=8, num_slots=3, slot_layers=1, interaction_layers=1, attention_heads=2)
+    args = dict(
+        visual_dim=8,
+        vocab_size=40,
+        text_hidden=16,
+        text_layers=1,
+        text_heads=2,
+        text_pooling="mean",
+        visual_width=16,
+        embed_dim=8,
+        num_slots=3,
+        slot_layers=1,
+        interaction_layers=1,
+        attention_heads=2,
+    )
     return LECCR(**{**args, **overrides})
 
 
@@ -38,7 +50,7 @@ def tokens(batch: int, length: int, seed: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, 40, (batch, length), generator=generator)
     mask = torch.ones(batch, length, dtype=torch.long)
-    mask[::2, length - 2:] = 0
+    mask[::2, length - 2 :] = 0
     return {"input_ids": ids * mask, "attention_mask": mask}
 
 
@@ -46,19 +58,25 @@ def training_batch(index: list[int], frames: int = 1) -> dict:
     batch = len(index)
     generator = torch.Generator().manual_seed(1)
     mask = torch.ones(batch, frames, dtype=torch.bool)
-    mask[0, frames // 2 + 1:] = False
-    return {"visual": torch.randn(batch, frames, 8, generator=generator), "visual_mask": mask,
-            "visual_index": torch.tensor(index),
-            "text": {"source": tokens(batch, 6, 2), "target": tokens(batch, 7, 3), "description": tokens(batch, 9, 4)},
-            "caption_ids": [f"v{i}#enc#0" for i in index]}
+    mask[0, frames // 2 + 1 :] = False
+    return {
+        "visual": torch.randn(batch, frames, 8, generator=generator),
+        "visual_mask": mask,
+        "visual_index": torch.tensor(index),
+        "text": {"source": tokens(batch, 6, 2), "target": tokens(batch, 7, 3), "description": tokens(batch, 9, 4)},
+        "caption_ids": [f"v{i}#enc#0" for i in index],
+    }
 
 
 def take(batch: dict, rows: slice) -> dict:
     """Rows of a training batch (the local batch of one emulated rank)."""
-    return {"visual": batch["visual"][rows], "visual_mask": batch["visual_mask"][rows],
-            "visual_index": batch["visual_index"][rows],
-            "text": {r: {k: v[rows] for k, v in t.items()} for r, t in batch["text"].items()},
-            "caption_ids": batch["caption_ids"][rows]}
+    return {
+        "visual": batch["visual"][rows],
+        "visual_mask": batch["visual_mask"][rows],
+        "visual_index": batch["visual_index"][rows],
+        "text": {r: {k: v[rows] for k, v in t.items()} for r, t in batch["text"].items()},
+        "caption_ids": batch["caption_ids"][rows],
+    }
 
 
 # --- slots ---------------------------------------------------------------------------------------------------------
@@ -105,8 +123,7 @@ def test_slot_vision_scores_equal_the_mean_over_slots_and_valid_tokens():
     slots, tokens = torch.randn(3, 2, 4), torch.randn(5, 6, 4)
     mask = torch.rand(5, 6) > 0.3
     mask[:, 0] = True
-    brute = torch.stack([torch.stack([(slots[i] @ tokens[j][mask[j]].T).mean() for j in range(5)])
-                         for i in range(3)])
+    brute = torch.stack([torch.stack([(slots[i] @ tokens[j][mask[j]].T).mean() for j in range(5)]) for i in range(3)])
     assert torch.allclose(slot_vision_scores(slots, tokens, mask), brute, atol=1e-6)
 
 
@@ -121,8 +138,10 @@ def test_multi_positive_infonce_reduces_to_clip_and_is_permutation_invariant():
     ids = torch.tensor([0, 1, 0, 2, 1, 3])
     positives = ids[:, None] == ids[None, :]
     perm = torch.randperm(6)
-    assert torch.allclose(objective(scores, positives, {"temperature": tau}),
-                          objective(scores[perm][:, perm], positives[perm][:, perm], {"temperature": tau}))
+    assert torch.allclose(
+        objective(scores, positives, {"temperature": tau}),
+        objective(scores[perm][:, perm], positives[perm][:, perm], {"temperature": tau}),
+    )
     with pytest.raises(ValueError, match="temperature"):
         objective(scores, positives, {})
 
@@ -150,8 +169,11 @@ def test_every_term_is_returned_finite_and_the_total_follows_the_paper_formula()
     losses = model.compute_losses(training_batch([0, 1, 0, 2, 3, 1]))
     assert set(TERMS) <= set(losses)
     assert all(torch.isfinite(losses[t]) for t in TERMS)
-    expected = (losses["vs"] + 0.1 * losses["slot_vision"]) + (0.7 * losses["vt"] + 0.3 * losses["dstl"]) + (
-        losses["st"] + 0.2 * losses["slot_text"] + 0.4 * losses["slot_diversity"])
+    expected = (
+        (losses["vs"] + 0.1 * losses["slot_vision"])
+        + (0.7 * losses["vt"] + 0.3 * losses["dstl"])
+        + (losses["st"] + 0.2 * losses["slot_text"] + 0.4 * losses["slot_diversity"])
+    )
     assert torch.allclose(losses["loss"], expected)
     losses["loss"].backward()
     assert model.temperature.grad is not None and model.slots.queries.grad is not None
@@ -195,7 +217,8 @@ def test_gathered_losses_equal_the_single_process_losses_with_two_emulated_ranks
     for rank in (0, 1):
         calls = iter(range(len(recorded[rank])))
         model.gather = lambda x, rank=rank, calls=calls: (
-            lambda i: torch.cat([x, recorded[1][i]] if rank == 0 else [recorded[0][i], x]))(next(calls))
+            lambda i: torch.cat([x, recorded[1][i]] if rank == 0 else [recorded[0][i], x])
+        )(next(calls))
         gathered = model.compute_losses(halves[rank])
         for term in ("vs", "vt", "st", "slot_vision", "dstl"):
             assert torch.allclose(gathered[term], full[term], atol=1e-5), term
@@ -220,8 +243,9 @@ def test_video_fusion_scores_through_the_shared_metric():
     slots = torch.randn(5, 2, 4, generator=generator)
     targets = torch.tensor([0, 1, 2, 3, 4, 0, 1])
     model = tiny_leccr(eval_scoring="fused")
-    report = retrieval_report_from_views({"query": query}, {"gallery": gallery, "slots": slots}, targets,
-                                         model.scorer(), chunk_size=3)
+    report = retrieval_report_from_views(
+        {"query": query}, {"gallery": gallery, "slots": slots}, targets, model.scorer(), chunk_size=3
+    )
     global_scores = query @ gallery.T
     slot_scores = torch.stack([(slots[:, k] @ query.T).T for k in range(2)]).amax(0)
     fused = 0.9 * minmax_normalize(global_scores) + 0.1 * minmax_normalize(slot_scores)
@@ -233,59 +257,66 @@ def test_video_fusion_scores_through_the_shared_metric():
 
 
 # --- CLI -----------------------------------------------------------------------------------------------------------
-def run_cli(args: list[str]):
-    return lightning_main(args)
+def run_cli(command: str):
+    """``leccr`` in process; ``command`` is split on spaces (tmp paths have none)."""
+    return lightning_main(command.split())
 
 
 def test_cli_fit_then_test_on_the_tiny_experiment(tmp_path):
-    root = tmp_path / "data"
+    root, out = tmp_path / "data", tmp_path / "run"
     write_synthetic_collection(root, SynthConfig(n_train=80, n_val=20, n_test=20))
-    out = tmp_path / "run"
-    cli = run_cli(["fit", "--config", str(CONFIGS / "experiments/leccr/tiny.yaml"), "--data.init_args.root",
-                   str(root), "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir",
-                   str(out), "--trainer.max_epochs", "2", "--trainer.log_every_n_steps", "1",
-                   "--test_after_fit", "true"])
-    metrics = cli.trainer.callback_metrics
-    for term in (*TERMS, "loss"):
-        assert f"train/{term}" in metrics
-    assert "val/sumr" in metrics
+    run_cli(
+        f"fit --config {CONFIGS}/experiments/leccr/tiny.yaml --data.init_args.root {root} "
+        f"--trainer.default_root_dir {out} --trainer.logger.init_args.save_dir {out} --trainer.max_epochs 2 "
+        "--trainer.log_every_n_steps 1 --test_after_fit true"
+    )
+    logged = next(out.rglob("metrics.csv")).read_text().splitlines()[0].split(",")
+    for term in (*TERMS, "loss", "temperature"):
+        assert f"train/{term}" in logged
+    assert "val/sumr" in logged
     report = json.loads(next(out.rglob("test_metrics.json")).read_text())
     assert 0.0 <= report["test/sumr"] <= 600.0 and math.isfinite(report["test/t2v_r1"])
-    assert cli.model.hparams.text_pooling == "mean" and cli.datamodule.roles[-1] == "description"
 
 
 def test_missing_description_is_an_error_naming_the_id(tmp_path):
-    root = tmp_path / "data"
+    root, out = tmp_path / "data", tmp_path / "run"
     folder = write_synthetic_collection(root, SynthConfig(n_train=20, n_val=6, n_test=6))
-    missing = sorted((folder / "descriptions").glob("*.txt"))[0]
-    missing.unlink()
-    with pytest.raises(ValueError, match=missing.stem):
-        run_cli(["fit", "--config", str(CONFIGS / "experiments/leccr/tiny.yaml"), "--data.init_args.root",
-                 str(root), "--trainer.default_root_dir", str(tmp_path / "run"),
-                 "--trainer.logger.init_args.save_dir", str(tmp_path / "run"), "--trainer.max_epochs", "1"])
+    train_id = (folder / "FeatureData/train_id.txt").read_text().split()[0]
+    (folder / "descriptions" / f"{train_id}.txt").unlink()
+    with pytest.raises(ValueError, match=train_id):
+        run_cli(
+            f"fit --config {CONFIGS}/experiments/leccr/tiny.yaml --data.init_args.root {root} "
+            f"--trainer.default_root_dir {out} --trainer.logger.init_args.save_dir {out} --trainer.max_epochs 1"
+        )
 
 
-REAL = [("multi30k_de", "multi30k", "de", False), ("multi30k_fr", "multi30k", "fr", False),
-        ("multi30k_cs", "multi30k", "cs", False), ("mscoco_ja", "mscoco", "ja", False),
-        ("mscoco_zh", "mscoco", "zh", False), ("msrvtt10kcn_zh", "msrvtt10kcn", "zh", True),
-        ("vatex_zh", "vatex", "zh", True)]
+REAL = [
+    ("multi30k_de", "multi30k", "de", False),
+    ("multi30k_fr", "multi30k", "fr", False),
+    ("multi30k_cs", "multi30k", "cs", False),
+    ("mscoco_ja", "mscoco", "ja", False),
+    ("mscoco_zh", "mscoco", "zh", False),
+    ("msrvtt10kcn_zh", "msrvtt10kcn", "zh", True),
+    ("vatex_zh", "vatex", "zh", True),
+]
 
 
 @pytest.mark.parametrize(("experiment", "layout", "language", "video"), REAL)
 def test_real_data_config_loads_and_trains_one_step(tmp_path, experiment, layout, language, video):
     root = tmp_path / "data"
-    write_synthetic_collection(root, SynthConfig(languages=[language], layout=layout, video=video, n_train=12,
-                                                 n_val=4, n_test=4, feature_dim=16))
-    out = tmp_path / "run"
-    cli = run_cli(["fit", "--config", str(CONFIGS / f"experiments/leccr/{experiment}.yaml"),
-                   "--data.init_args.root", str(root), "--data.init_args.tokenizer", "train",
-                   "--data.init_args.num_workers", "0", "--data.init_args.batch_size", "8",
-                   "--model.init_args.text_model", "tiny", "--model.init_args.text_hidden", "16",
-                   "--model.init_args.text_layers", "1", "--model.init_args.visual_width", "16",
-                   "--model.init_args.embed_dim", "8", "--trainer.accelerator", "cpu",
-                   "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
-                   "--trainer.default_root_dir", str(out), "--trainer.logger", "false",
-                   "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false"])
+    config = SynthConfig(
+        languages=[language], layout=layout, video=video, n_train=12, n_val=4, n_test=4, feature_dim=16
+    )
+    write_synthetic_collection(root, config)
+    cli = run_cli(
+        f"fit --config {CONFIGS}/experiments/leccr/{experiment}.yaml --data.init_args.root {root} "
+        "--data.init_args.tokenizer train --data.init_args.num_workers 0 --data.init_args.batch_size 8 "
+        "--model.init_args.text_model tiny --model.init_args.text_hidden 16 --model.init_args.text_layers 1 "
+        "--model.init_args.visual_width 16 --model.init_args.embed_dim 8 --trainer.accelerator cpu "
+        "--trainer.max_steps 1 --trainer.limit_val_batches 0 --trainer.logger false --trainer.callbacks [] "
+        f"--trainer.enable_checkpointing false --trainer.default_root_dir {tmp_path / 'run'}"
+    )
     assert cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert cli.datamodule.roles == ["source", "target", "description"]
     assert cli.model.hparams.eval_scoring == ("fused" if video else "global")

@@ -26,12 +26,8 @@ def _collection(images: int = 10, per_image: int = 2, seed: int = 0):
 def test_ndcg_report_reads_the_columns_for_v2t():
     scores, _, relevance = _collection()
     report = ndcg_report(scores, relevance, k=3)
-    assert report["t2v_ndcg@3"] == pytest.approx(
-        100 * float(ndcg_at_k(scores, relevance, 3).mean()), rel=1e-6
-    )
-    assert report["v2t_ndcg@3"] == pytest.approx(
-        100 * float(ndcg_at_k(scores.T, relevance.T, 3).mean()), rel=1e-6
-    )
+    assert report["t2v_ndcg@3"] == pytest.approx(100 * float(ndcg_at_k(scores, relevance, 3).mean()), rel=1e-6)
+    assert report["v2t_ndcg@3"] == pytest.approx(100 * float(ndcg_at_k(scores.T, relevance.T, 3).mean()), rel=1e-6)
     perfect = ndcg_report(relevance.clone(), relevance, k=5)
     assert perfect["t2v_ndcg@5"] == pytest.approx(100.0) and perfect["v2t_ndcg@5"] == pytest.approx(100.0)
 

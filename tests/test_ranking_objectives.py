@@ -61,16 +61,12 @@ def test_unified_objective_tends_to_the_hardest_triplet():
 def test_bcls_kendall_term_uses_the_transposed_relevance_unless_legacy():
     scores, mask, context = _scores()
     relevance = torch.rand(6, 6, generator=torch.Generator().manual_seed(3))
-    objective = BCLSObjective(
-        kendall_weight=1.0, relevance=FixedRelevance(relevance), binary_mining="hardest"
-    )
+    objective = BCLSObjective(kendall_weight=1.0, relevance=FixedRelevance(relevance), binary_mining="hardest")
     r = torch.where(mask, torch.ones(()), relevance)
     binary = 0.5 * float(TripletObjective(mining="hardest", reduction="mean")(scores, mask))
     kendall = 0.5 * float(kendall_rank_loss(scores, r) + kendall_rank_loss(scores.T, r.T))
     assert objective(scores, mask, context) == pytest.approx(binary + kendall, rel=1e-6)
-    legacy = BCLSObjective(
-        relevance=FixedRelevance(relevance), binary_mining="hardest", legacy_untransposed=True
-    )
+    legacy = BCLSObjective(relevance=FixedRelevance(relevance), binary_mining="hardest", legacy_untransposed=True)
     legacy_kendall = 0.5 * float(kendall_rank_loss(scores, r) + kendall_rank_loss(scores.T, r))
     assert legacy(scores, mask, context) == pytest.approx(binary + legacy_kendall, rel=1e-6)
     with pytest.raises(ValueError, match="binary_mining"):
@@ -84,17 +80,15 @@ def test_bcls_kendall_vanishes_when_scores_follow_the_labels():
     concordant = BCLSObjective(relevance=FixedRelevance(relevance), **zero_binary)
     assert float(concordant(scores, torch.eye(3, dtype=torch.bool), {"index": torch.arange(3)})) == 0.0
     reversed_scores = -scores
-    assert (
-        float(concordant(reversed_scores, torch.eye(3, dtype=torch.bool), {"index": torch.arange(3)})) > 0.0
-    )
+    assert float(concordant(reversed_scores, torch.eye(3, dtype=torch.bool), {"index": torch.arange(3)})) > 0.0
 
 
 def test_listwise_weight_zero_is_triplet_hn_and_binary_relevance_rewards_the_positive():
     scores, mask, context = _scores()
     hardest = 0.5 * float(TripletObjective(mining="hardest", reduction="mean")(scores, mask))
-    assert ListwiseObjective(sndcg_weight=0.0, relevance=BinaryRelevance())(
-        scores, mask, context
-    ) == pytest.approx(hardest)
+    assert ListwiseObjective(sndcg_weight=0.0, relevance=BinaryRelevance())(scores, mask, context) == pytest.approx(
+        hardest
+    )
     listwise = ListwiseObjective(sndcg_weight=1.0, relevance=BinaryRelevance())
     good = listwise(torch.eye(6) * 2 - 1, mask, context)
     bad = listwise(1 - torch.eye(6) * 2, mask, context)
@@ -117,9 +111,7 @@ def test_batch_texts_reads_the_pair_tokens_and_requires_an_index():
         batch_texts({})
 
 
-@pytest.mark.parametrize(
-    "objective", [SelHNObjective(), UnifiedObjective(), BCLSObjective(), ListwiseObjective()]
-)
+@pytest.mark.parametrize("objective", [SelHNObjective(), UnifiedObjective(), BCLSObjective(), ListwiseObjective()])
 def test_objectives_plug_into_the_baseline_and_give_finite_gradients(objective):
     torch.manual_seed(0)
     model = DualEncoderBaseline(

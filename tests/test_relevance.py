@@ -81,9 +81,7 @@ def test_caption_embedding_relevance_reads_rows_by_caption_id(tmp_path):
     relevance = provider(torch.eye(2, dtype=torch.bool), texts)
     assert torch.allclose(relevance, torch.tensor([[1.0, 2**-0.5], [2**-0.5, 1.0]]), atol=1e-6)
     with pytest.raises(DataFormatError, match="v9#enc#0"):
-        provider(
-            torch.eye(1, dtype=torch.bool), BatchTexts(index=torch.tensor([0]), caption_ids=["v9#enc#0"])
-        )
+        provider(torch.eye(1, dtype=torch.bool), BatchTexts(index=torch.tensor([0]), caption_ids=["v9#enc#0"]))
     np.save(tmp_path / "bad.npy", np.zeros((2, 2), dtype=np.float32))
     with pytest.raises(DataFormatError, match="bad.npy"):
         CaptionEmbeddingRelevance(str(tmp_path / "bad.npy"), str(tmp_path / "caps.txt"))

@@ -17,6 +17,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from leccr_lightning.data.datasets import (
+    EpochShuffleSampler,
     Gallery,
     PseudoParallelDataset,
     QuerySet,
@@ -72,6 +73,7 @@ class CCRDataModule(L.LightningDataModule):
             a local tokenizer directory / cached Hugging Face name.
         normalization: caption normalisation policy (``none``, ``nrccr``, ``leccr``; ccr_methods §1.5).
         max_frames: frame cap for videos (NRCCR ``VIDEO_MAX_LEN`` = 64).
+        shuffle_seed: seed of the per-epoch training permutation (see ``EpochShuffleSampler``).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class CCRDataModule(L.LightningDataModule):
         batch_size: int = 128,
         eval_batch_size: int = 256,
         num_workers: int = 0,
+        shuffle_seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -244,10 +247,11 @@ class CCRDataModule(L.LightningDataModule):
 
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
         workers = self.hparams.num_workers
+        sampler = EpochShuffleSampler(len(dataset), self.hparams.shuffle_seed) if shuffle else None
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             collate_fn=dataset.collate,
             num_workers=workers,
             persistent_workers=workers > 0,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from leccr_lightning.data.errors import DataFormatError
 from leccr_lightning.data.features import FeatureStore
@@ -39,6 +39,26 @@ def aligned_rows(anchor: CaptionFile, other: CaptionFile, tag: str) -> np.ndarra
             )
         rows[i] = row
     return rows
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation drawn from ``seed`` and the epoch alone (Lightning calls ``set_epoch``), so a run resumed from a
+    checkpoint sees the same batches as an uninterrupted one, whatever the global RNG state."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
 
 
 class VisualItems:

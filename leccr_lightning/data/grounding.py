@@ -61,9 +61,7 @@ class GroundingRecord:
 def _check_windows(path: Path, qid: Any, windows: np.ndarray, duration: float) -> None:
     """Windows must be [N, 2] with 0 <= start < end <= duration."""
     if windows.ndim != 2 or windows.shape[1] != 2:
-        raise DataFormatError(
-            path, f"qid {qid}", f"relevant_windows must be a list of [start, end], got {windows}"
-        )
+        raise DataFormatError(path, f"qid {qid}", f"relevant_windows must be a list of [start, end], got {windows}")
     bad = (windows[:, 0] < 0) | (windows[:, 1] > duration) | (windows[:, 0] >= windows[:, 1])
     if bad.any():
         raise DataFormatError(
@@ -119,9 +117,7 @@ def read_charades_durations(path: str | Path) -> dict[str, float]:
         return {row["id"]: float(row["length"]) for row in csv.DictReader(f)}
 
 
-def read_charades_sta(
-    path: str | Path, durations: Mapping[str, float], qid_offset: int = 0
-) -> list[GroundingRecord]:
+def read_charades_sta(path: str | Path, durations: Mapping[str, float], qid_offset: int = 0) -> list[GroundingRecord]:
     """Read ``<vid> <start> <end>##<sentence>`` lines (§5.2); qid = ``qid_offset`` + line position.
 
     Windows are clamped to [0, duration] (1,802 train windows end after the video); one that is empty after
@@ -160,9 +156,7 @@ def read_tacos(path: str | Path) -> list[GroundingRecord]:
             fps, duration = float(video["fps"]), float(video["num_frames"]) / float(video["fps"])
             pairs = list(zip(video["timestamps"], video["sentences"], strict=True))
         except (KeyError, TypeError, ValueError) as err:
-            raise DataFormatError(
-                path, key, f"expected timestamps, sentences, fps and num_frames ({err})"
-            ) from err
+            raise DataFormatError(path, key, f"expected timestamps, sentences, fps and num_frames ({err})") from err
         for k, (frames, sentence) in enumerate(pairs):
             qid = f"{vid}_{k}"
             window = np.clip(np.asarray(frames, dtype=float).reshape(1, 2) / fps, 0.0, duration)
@@ -319,9 +313,7 @@ def kmeans_spans(spans: np.ndarray, k: int, seed: int = 0, n_init: int = 10, ite
             centres = np.vstack([centres, spans[rng.choice(len(spans), p=probs)]])
         for _ in range(iters):
             assign = ((spans[:, None] - centres[None]) ** 2).sum(-1).argmin(1)
-            moved = np.array(
-                [spans[assign == j].mean(0) if (assign == j).any() else centres[j] for j in range(k)]
-            )
+            moved = np.array([spans[assign == j].mean(0) if (assign == j).any() else centres[j] for j in range(k)])
             if np.allclose(moved, centres):
                 break
             centres = moved
@@ -362,9 +354,7 @@ def clip_saliency(record: GroundingRecord, n_clips: int, clip_len: float) -> np.
     return out
 
 
-def sample_saliency_pairs(
-    saliency: np.ndarray, generator: torch.Generator | None = None
-) -> tuple[list, list]:
+def sample_saliency_pairs(saliency: np.ndarray, generator: torch.Generator | None = None) -> tuple[list, list]:
     """Two positive and two negative clip indices for the hinge loss (§2.3).
 
     Positives: the highest-scored relevant clip and a random relevant clip; negatives: the lowest-scored

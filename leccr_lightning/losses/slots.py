@@ -58,8 +58,9 @@ def slot_vision_scores(slots: Tensor, tokens: Tensor, token_mask: Tensor | None 
     return slots.mean(dim=1) @ token_mean.T
 
 
-def slot_vision_alignment(slots: Tensor, tokens: Tensor, positive_mask: Tensor,
-                          token_mask: Tensor | None = None) -> Tensor:
+def slot_vision_alignment(
+    slots: Tensor, tokens: Tensor, positive_mask: Tensor, token_mask: Tensor | None = None
+) -> Tensor:
     """L_cv = -(1/B) sum_i sum_j y_ij log softmax_j(G_ij), one direction, no temperature (LECCR §3.3 item 3).
 
     ``slots`` and ``tokens`` are the unit-normalised projections norm(cproj(S0)) and norm(vproj(X));
@@ -68,8 +69,9 @@ def slot_vision_alignment(slots: Tensor, tokens: Tensor, positive_mask: Tensor,
     return info_nce(slot_vision_scores(slots, tokens, token_mask), positive_mask)
 
 
-def english_guided_soft_matching(english_scores: Tensor, slot_scores: Tensor, student_scores: Tensor,
-                                 alpha: float = 0.8) -> Tensor:
+def english_guided_soft_matching(
+    english_scores: Tensor, slot_scores: Tensor, student_scores: Tensor, alpha: float = 0.8
+) -> Tensor:
     """L_dstl = KL(Y || softmax_row(S_t)), Y = softmax_row(alpha mm(t^s v^T) + (1 - alpha) mm(M^s)) (LECCR §3.3
     item 5; alpha = 0.8, no temperature, Y detached, mean over rows = ``batchmean``).
 

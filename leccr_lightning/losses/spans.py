@@ -46,9 +46,7 @@ def generalized_temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> torc
 
 def temporal_iou_paired(spans1: torch.Tensor, spans2: torch.Tensor) -> torch.Tensor:
     """Row-wise IoU [N] of (s, e) spans (the diagonal of ``temporal_iou``)."""
-    inter = (torch.minimum(spans1[:, 1], spans2[:, 1]) - torch.maximum(spans1[:, 0], spans2[:, 0])).clamp(
-        min=0
-    )
+    inter = (torch.minimum(spans1[:, 1], spans2[:, 1]) - torch.maximum(spans1[:, 0], spans2[:, 0])).clamp(min=0)
     union = (spans1[:, 1] - spans1[:, 0]) + (spans2[:, 1] - spans2[:, 0]) - inter
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
@@ -100,9 +98,7 @@ def span_l1_loss(pred_spans: torch.Tensor, targets: Sequence[torch.Tensor], indi
     return F.l1_loss(src, tgt) if len(src) else pred_spans.sum() * 0
 
 
-def span_giou_loss(
-    pred_spans: torch.Tensor, targets: Sequence[torch.Tensor], indices: Indices
-) -> torch.Tensor:
+def span_giou_loss(pred_spans: torch.Tensor, targets: Sequence[torch.Tensor], indices: Indices) -> torch.Tensor:
     """Mean (1 - gIoU) over matched pairs (§2.2)."""
     src, tgt = _matched(pred_spans, targets, indices)
     if not len(src):

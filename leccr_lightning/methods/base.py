@@ -12,7 +12,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 
+import random
+
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
@@ -21,6 +24,23 @@ from leccr_lightning.distributed import all_gather_with_grad
 from leccr_lightning.metrics import DotScorer, RetrievalMetric
 
 NO_DECAY_KEYS = ("bias", "norm", "LayerNorm", "layer_norm", "bn", "positions", "temperature")
+
+
+def _collect_rng_states() -> dict:
+    """Python, NumPy and torch RNG states as tensors, ints and tuples (loadable with ``weights_only=True``)."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _restore_rng_states(states: dict) -> None:
+    name, keys, position, has_gauss, gauss = states["numpy"]
+    random.setstate(states["python"])
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
 
 
 def adamw(params: Iterable) -> torch.optim.Optimizer:
@@ -161,6 +181,15 @@ class RetrievalMethod(L.LightningModule, ABC):
         from leccr_lightning.callbacks.retrieval_writer import RetrievalPredictionWriter
 
         return [RetrievalPredictionWriter()]
+
+    # --- exact resumption ---------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the RNG states (Python, NumPy, torch) so a resumed run draws the same dropout masks."""
+        checkpoint["rng_states"] = _collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_states" in checkpoint:
+            _restore_rng_states(checkpoint["rng_states"])
 
     # --- optimisation -----------------------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict]:

@@ -39,6 +39,7 @@ def sample_in_time(values: torch.Tensor, positions: torch.Tensor, lengths: torch
     low = pos.floor().long().clamp(max=t - 1)
     high = (low + 1).clamp(max=t - 1)
     frac = (pos - low.to(pos)).unsqueeze(-1)
+
     def gather(idx: torch.Tensor) -> torch.Tensor:
         return values.gather(1, idx.reshape(b, -1, 1).expand(-1, -1, d)).view(*idx.shape, d)
 
@@ -199,9 +200,7 @@ class CDNet(GroundingDETRBase):
         self.encoder = T2VEncoder(hidden_dim, nheads, t2v_layers, enc_layers, dim_feedforward, dropout)
         self.saliency_head = GlobalSaliencyHead(hidden_dim)
         self.anchors = nn.Embedding(num_queries, 2)  # QD-DETR: unsigmoided learnable (c, w) anchors
-        self.decoder = SpanDecoder(
-            hidden_dim, nheads, dec_layers, dim_feedforward, dropout, num_queries, True
-        )
+        self.decoder = SpanDecoder(hidden_dim, nheads, dec_layers, dim_feedforward, dropout, num_queries, True)
         self.class_head = nn.Linear(hidden_dim, 2)  # index 0 = foreground
 
     def _encode(self, video, video_mask, text, text_mask) -> dict[str, torch.Tensor]:
@@ -224,15 +223,11 @@ class CDNet(GroundingDETRBase):
         enc = self._encode(video, batch["visual_mask"], text, batch["text_mask"])
         anchors = self.anchors.weight.expand(video.shape[0], -1, -1)
         hidden, spans = self.decoder(enc["memory"], enc["mask"], enc["pos"], anchors=anchors)
-        out = {"logits": self.class_head(hidden), "spans": spans} | {
-            k: enc[k] for k in ("saliency", "alpha", "g", "f")
-        }
+        out = {"logits": self.class_head(hidden), "spans": spans} | {k: enc[k] for k in ("saliency", "alpha", "g", "f")}
         if self.training:
             rolled = self.text_proj(batch["text"].roll(1, 0))
             rolled_mask = batch["text_mask"].roll(1, 0)
-            out["saliency_mismatched"] = self._encode(video, batch["visual_mask"], rolled, rolled_mask)[
-                "saliency"
-            ]
+            out["saliency_mismatched"] = self._encode(video, batch["visual_mask"], rolled, rolled_mask)["saliency"]
         return out
 
     def extra_losses(self, batch: dict[str, Any], outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -247,12 +242,8 @@ class CDNet(GroundingDETRBase):
         terms = {
             "qsd_global": multi_positive_nce(outputs["g"].reshape(b, b * t) / tau, positives, valid),
             "qsd_fine": multi_positive_nce(outputs["f"].reshape(b, b * t) / tau, positives, valid),
-            "qsd_bce": (
-                F.binary_cross_entropy(outputs["alpha"], inside.float(), reduction="none") * mask
-            ).sum()
+            "qsd_bce": (F.binary_cross_entropy(outputs["alpha"], inside.float(), reduction="none") * mask).sum()
             / mask.sum(),
         }
-        sal = qd_saliency_terms(
-            batch, outputs["saliency"], outputs["saliency_mismatched"], self.hparams.rank_tau
-        )
+        sal = qd_saliency_terms(batch, outputs["saliency"], outputs["saliency_mismatched"], self.hparams.rank_tau)
         return terms | sal

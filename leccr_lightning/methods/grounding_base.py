@@ -37,8 +37,7 @@ def temporal_nms(windows: list[list[float]], threshold: float) -> list[list[floa
     kept: list[list[float]] = []
     for row in windows:
         overlaps = (
-            max(0.0, min(row[1], k[1]) - max(row[0], k[0]))
-            / max(max(row[1], k[1]) - min(row[0], k[0]), 1e-12)
+            max(0.0, min(row[1], k[1]) - max(row[0], k[0])) / max(max(row[1], k[1]) - min(row[0], k[0]), 1e-12)
             for k in kept
         )
         if not any(iou > threshold for iou in overlaps):
@@ -198,9 +197,7 @@ class GroundingDETRBase(L.LightningModule):
 
     def _eval_step(self, stage: str, batch: dict[str, Any]) -> None:
         preds = self.predictions(batch, self(batch))
-        self._metrics[stage].update(
-            batch["index"], [p["windows"] for p in preds], [p["saliency"] for p in preds]
-        )
+        self._metrics[stage].update(batch["index"], [p["windows"] for p in preds], [p["saliency"] for p in preds])
 
     def _end_eval(self, stage: str) -> dict[str, float]:
         metric = self._metrics.pop(stage)

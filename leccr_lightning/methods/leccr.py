@@ -68,8 +68,13 @@ class LinearWarmupDecay(torch.optim.lr_scheduler.LRScheduler):
     optimiser (``set_total_steps``); until then the factor is 0. Use with ``scheduler_interval: step``.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_fraction: float = 0.1,
-                 total_steps: int | None = None, last_epoch: int = -1):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        warmup_fraction: float = 0.1,
+        total_steps: int | None = None,
+        last_epoch: int = -1,
+    ):
         if not 0.0 <= warmup_fraction < 1.0:
             raise ValueError(f"warmup_fraction: expected a value in [0, 1), got {warmup_fraction}")
         self.warmup_fraction = warmup_fraction
@@ -106,8 +111,7 @@ class LeccrVisualEncoder(nn.Module):
     key-padding mask (the official video path: d_model = feature dim, 8 heads, no input projection).
     """
 
-    def __init__(self, kind: str, in_dim: int, width: int | None, num_heads: int, feedforward: int,
-                 dropout: float):
+    def __init__(self, kind: str, in_dim: int, width: int | None, num_heads: int, feedforward: int, dropout: float):
         super().__init__()
         if kind not in VISUAL_ENCODERS:
             raise ValueError(f"visual_encoder {kind!r}: expected one of {VISUAL_ENCODERS}")
@@ -196,8 +200,9 @@ class LECCR(RetrievalMethod):
         if not 0.0 <= dstl_weight <= 1.0:
             raise ValueError(f"dstl_weight: expected a value in [0, 1], got {dstl_weight}")
         self.text = HFTextEncoder(text_model, vocab_size, text_hidden, text_layers, text_heads, pooling=text_pooling)
-        self.visual = LeccrVisualEncoder(visual_encoder, visual_dim, visual_width, attention_heads,
-                                         frame_feedforward, dropout)
+        self.visual = LeccrVisualEncoder(
+            visual_encoder, visual_dim, visual_width, attention_heads, frame_feedforward, dropout
+        )
         width = self.visual.out_dim
         self.description_proj = nn.Linear(self.text.hidden_size, width)
         self.slots = SemanticSlots(num_slots, width, slot_layers, attention_heads, dropout, slot_init, slot_init_std)
@@ -230,15 +235,22 @@ class LECCR(RetrievalMethod):
     def encode_visual(self, batch: Mapping) -> dict[str, torch.Tensor]:
         """Visual tokens X, slots S0, global v [B, e] and slot embeddings c [B, N, e] of a batch with descriptions."""
         if "description" not in batch.get("text", {}):
-            raise ValueError("LECCR needs the MLLM description of every visual item: add 'description' to "
-                             "data.init_args.roles and set data.init_args.descriptions")
+            raise ValueError(
+                "LECCR needs the MLLM description of every visual item: add 'description' to "
+                "data.init_args.roles and set data.init_args.descriptions"
+            )
         mask = batch["visual_mask"].bool()
         tokens = self.visual(batch["visual"], mask)
         slots = self.description_slots(batch["text"]["description"])
         enhanced, local = self.interaction(tokens, mask, slots)
         pooled = pool(enhanced, mask, self.hparams.visual_pooling)
-        return {"tokens": tokens, "mask": mask, "slots": slots,
-                "global": F.normalize(self.visual_head(pooled), dim=-1), "local": self.slot_head(local)}
+        return {
+            "tokens": tokens,
+            "mask": mask,
+            "slots": slots,
+            "global": F.normalize(self.visual_head(pooled), dim=-1),
+            "local": self.slot_head(local),
+        }
 
     # --- losses -------------------------------------------------------------------------------------------------
     def compute_losses(self, batch: Mapping) -> dict[str, torch.Tensor]:
@@ -258,7 +270,8 @@ class LECCR(RetrievalMethod):
         loss_st = self.objective(target @ source.T, positives, {**context, "pair": "st"})
         # §3.3 item 2: slot-text max-similarity matching, per process, diagonal labels.
         loss_c = slot_text_matching(visual["local"], source_local, tau) + slot_text_matching(
-            visual["local"], target_local, tau)
+            visual["local"], target_local, tau
+        )
         # §3.3 item 3: slot-vision alignment over the raw tokens (mean over k, p taken first, by linearity).
         slot_unit = F.normalize(self.slot_proj(visual["slots"]), dim=-1).mean(1, keepdim=True)
         token_unit = masked_mean(F.normalize(self.token_proj(visual["tokens"]), dim=-1), visual["mask"])
@@ -270,12 +283,24 @@ class LECCR(RetrievalMethod):
         if not hp.parity_dstl_orientation:
             slot_scores = slot_scores.T
         loss_dstl = english_guided_soft_matching(source @ v.T, slot_scores, target @ v.T, hp.dstl_alpha)
-        total = (loss_vs + hp.slot_vision_weight * loss_cv) + (
-            (1 - hp.dstl_weight) * loss_vt + hp.dstl_weight * loss_dstl
-        ) + loss_st + hp.slot_text_weight * loss_c + hp.diversity_weight * loss_reg
-        return {"loss": total, "vs": loss_vs, "vt": loss_vt, "st": loss_st, "slot_text": loss_c,
-                "slot_vision": loss_cv, "slot_diversity": loss_reg, "dstl": loss_dstl,
-                "temperature": tau.detach()}
+        total = (
+            (loss_vs + hp.slot_vision_weight * loss_cv)
+            + ((1 - hp.dstl_weight) * loss_vt + hp.dstl_weight * loss_dstl)
+            + loss_st
+            + hp.slot_text_weight * loss_c
+            + hp.diversity_weight * loss_reg
+        )
+        return {
+            "loss": total,
+            "vs": loss_vs,
+            "vt": loss_vt,
+            "st": loss_st,
+            "slot_text": loss_c,
+            "slot_vision": loss_cv,
+            "slot_diversity": loss_reg,
+            "dstl": loss_dstl,
+            "temperature": tau.detach(),
+        }
 
     # --- evaluation ---------------------------------------------------------------------------------------------
     def encode_queries(self, batch: Mapping) -> dict[str, torch.Tensor]:

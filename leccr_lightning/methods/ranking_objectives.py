@@ -138,9 +138,7 @@ class BCLSObjective(_RelevanceObjective):
     ):
         if binary_mining not in BINARY_MINING:
             raise ValueError(f"binary_mining: expected one of {BINARY_MINING}, got {binary_mining!r}")
-        super().__init__(
-            relevance if relevance is not None else TokenOverlapRelevance("cos"), legacy_untransposed
-        )
+        super().__init__(relevance if relevance is not None else TokenOverlapRelevance("cos"), legacy_untransposed)
         self.margin, self.binary_mining, self.soft_tau = margin, binary_mining, soft_tau
         self.selective_eps, self.kendall_weight = selective_eps, kendall_weight
         self.kendall_args = {
@@ -153,9 +151,7 @@ class BCLSObjective(_RelevanceObjective):
         }
 
     def forward(self, scores, positive_mask, context=None):
-        binary = binary_term(
-            scores, positive_mask, self.margin, self.binary_mining, self.selective_eps, self.soft_tau
-        )
+        binary = binary_term(scores, positive_mask, self.margin, self.binary_mining, self.selective_eps, self.soft_tau)
         rows, columns = self.relevance_pair(positive_mask, context)
         kendall = 0.5 * (
             kendall_rank_loss(scores, rows, **self.kendall_args)
@@ -198,7 +194,6 @@ class ListwiseObjective(_RelevanceObjective):
         triplet = binary_term(scores, positive_mask, self.margin, "hardest", 0.0, 0.01)
         rows, columns = self.relevance_pair(positive_mask, context)
         listwise = 0.5 * (
-            smooth_ndcg_loss(scores, rows, **self.ndcg_args)
-            + smooth_ndcg_loss(scores.T, columns, **self.ndcg_args)
+            smooth_ndcg_loss(scores, rows, **self.ndcg_args) + smooth_ndcg_loss(scores.T, columns, **self.ndcg_args)
         )
         return (1.0 - self.sndcg_weight) * triplet + self.sndcg_weight * listwise

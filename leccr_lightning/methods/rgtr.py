@@ -43,15 +43,11 @@ def load_anchors(path: str | Path) -> np.ndarray:
     """Anchor centres [K, 2] from a ``tools.anchors`` json (``{"anchors": [[c, w], ...]}``) or ``.npy``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"anchors file {path} does not exist (write it with leccr_lightning.tools.anchors)"
-        )
+        raise FileNotFoundError(f"anchors file {path} does not exist (write it with leccr_lightning.tools.anchors)")
     data = np.load(path) if path.suffix == ".npy" else np.asarray(json.loads(path.read_text())["anchors"])
     data = np.asarray(data, dtype=np.float64)
     if data.ndim != 2 or data.shape[1] != 2 or (data < 0).any() or (data > 1).any():
-        raise ValueError(
-            f"{path}: expected anchors [K, 2] of normalised (c, w) in [0, 1], got shape {data.shape}"
-        )
+        raise ValueError(f"{path}: expected anchors [K, 2] of normalised (c, w) in [0, 1], got shape {data.shape}")
     return data
 
 
@@ -135,9 +131,7 @@ class RGTR(GroundingDETRBase):
         if score_mode not in SCORE_MODES:
             raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}")
         if static_anchor_mode not in ("pos_embed", "region_prior_only"):
-            raise ValueError(
-                f"static_anchor_mode must be pos_embed or region_prior_only, got {static_anchor_mode!r}"
-            )
+            raise ValueError(f"static_anchor_mode must be pos_embed or region_prior_only, got {static_anchor_mode!r}")
         self.loss_weights.update(
             {"iou": iou_loss_coef, "saliency_rank": self.loss_weights["saliency"]}
             | {"saliency_neg": self.loss_weights["saliency"]}
@@ -153,9 +147,7 @@ class RGTR(GroundingDETRBase):
         self.class_head = nn.Linear(hidden_dim, 2)  # index 0 = foreground
         self.iou_head = MLP(hidden_dim, hidden_dim, 1, 2)
         self.register_buffer("static_anchors", self._initial_anchors(num_queries, anchors_file, anchor_init))
-        self.register_buffer(
-            "anchors_ready", torch.tensor(anchor_init != "kmeans" or anchors_file is not None)
-        )
+        self.register_buffer("anchors_ready", torch.tensor(anchor_init != "kmeans" or anchors_file is not None))
         self.dynamic_anchors = nn.Parameter(inverse_sigmoid(self.static_anchors.clone()))
 
     @staticmethod
@@ -178,9 +170,7 @@ class RGTR(GroundingDETRBase):
             return
         datamodule = self.trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "dataset"):
-            raise ValueError(
-                "RGTR with anchor_init='kmeans' needs anchors_file or a GroundingDataModule to cluster"
-            )
+            raise ValueError("RGTR with anchor_init='kmeans' needs anchors_file or a GroundingDataModule to cluster")
         records = datamodule.dataset("fit").records
         centres = kmeans_spans(normalised_spans(records), len(self.static_anchors), self.hparams.kmeans_seed)
         with torch.no_grad():
@@ -188,9 +178,7 @@ class RGTR(GroundingDETRBase):
             self.dynamic_anchors.copy_(inverse_sigmoid(self.static_anchors.clone()))
             self.anchors_ready.fill_(True)
 
-    def _encode(
-        self, video: torch.Tensor, batch: dict[str, Any], text: torch.Tensor, text_mask: torch.Tensor
-    ):
+    def _encode(self, video: torch.Tensor, batch: dict[str, Any], text: torch.Tensor, text_mask: torch.Tensor):
         memory, mask, pos = self.encoder(video, batch["visual_mask"], text, text_mask)
         return memory, mask, pos, self.saliency_head(memory)
 
@@ -216,9 +204,7 @@ class RGTR(GroundingDETRBase):
         }
         if self.training:
             rolled_text, rolled_mask = batch["text"].roll(1, 0), batch["text_mask"].roll(1, 0)
-            out["saliency_mismatched"] = self._encode(video, batch, self.text_proj(rolled_text), rolled_mask)[
-                3
-            ]
+            out["saliency_mismatched"] = self._encode(video, batch, self.text_proj(rolled_text), rolled_mask)[3]
         return out
 
     def match(self, outputs: dict[str, Any], layer: int, targets: list[torch.Tensor]) -> Indices:
@@ -242,9 +228,7 @@ class RGTR(GroundingDETRBase):
         return terms
 
     def extra_losses(self, batch: dict[str, Any], outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return qd_saliency_terms(
-            batch, outputs["saliency"], outputs["saliency_mismatched"], self.hparams.rank_tau
-        )
+        return qd_saliency_terms(batch, outputs["saliency"], outputs["saliency_mismatched"], self.hparams.rank_tau)
 
     def scores(self, outputs: dict[str, Any], layer: int = -1) -> torch.Tensor:
         """Ranking score fusing p_fg and q_hat per ``score_mode`` (written before sorting, §3.3)."""

@@ -18,9 +18,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-MR_IOU_THRESHOLDS: tuple[float, ...] = tuple(
-    round(0.5 + 0.05 * i, 2) for i in range(10)
-)  # §6.1: 0.50:0.05:0.95
+MR_IOU_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # §6.1: 0.50:0.05:0.95
 R1_EXTRA_THRESHOLDS: tuple[float, ...] = (0.3,)  # §6.2: Charades-STA / TACoS also report R1@0.3
 LENGTH_RANGES: dict[str, tuple[float, float]] = {"short": (0, 10), "middle": (10, 30), "long": (30, 150)}
 HL_MIN_SCORES: dict[str, int] = {"Fair": 2, "Good": 3, "VeryGood": 4}  # §6.1 saliency binarisation
@@ -143,9 +141,7 @@ def _check_records(predictions: Sequence[Mapping], ground_truth: Sequence[Mappin
         )
     for d in predictions:
         if "pred_relevant_windows" in d and len(d["pred_relevant_windows"]) == 0:
-            raise ValueError(
-                f"qid {d['qid']!r}: pred_relevant_windows is empty; expected at least one window"
-            )
+            raise ValueError(f"qid {d['qid']!r}: pred_relevant_windows is empty; expected at least one window")
 
 
 def _moment_metrics(
@@ -183,9 +179,7 @@ def moment_retrieval_report(
     for name, bounds in ranges.items():
         gt_windows = {}
         for d in ground_truth:
-            windows = [
-                w for w in d["relevant_windows"] if bounds is None or bounds[0] < w[1] - w[0] <= bounds[1]
-            ]
+            windows = [w for w in d["relevant_windows"] if bounds is None or bounds[0] < w[1] - w[0] <= bounds[1]]
             if windows:
                 gt_windows[d["qid"]] = np.asarray(windows, dtype=float).reshape(-1, 2)
         preds = [d for d in predictions if d["qid"] in gt_windows]
@@ -292,9 +286,7 @@ class GroundingMetric(Metric):
 
     full_state_update = False
 
-    def __init__(
-        self, ground_truth: Sequence[Mapping], clip_len: float = 2.0, parity_mode: bool = False, **kwargs
-    ):
+    def __init__(self, ground_truth: Sequence[Mapping], clip_len: float = 2.0, parity_mode: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.ground_truth = list(ground_truth)
         self.clip_len = clip_len
@@ -330,9 +322,7 @@ class GroundingMetric(Metric):
         index = cat(self.index, torch.long).tolist()
         win_splits = torch.split(cat(self.windows, torch.double), cat(self.n_windows, torch.long).tolist())
         n_clips = cat(self.n_clips, torch.long).tolist()
-        sal_splits = (
-            torch.split(cat(self.saliency, torch.double), n_clips) if n_clips else [None] * len(index)
-        )
+        sal_splits = torch.split(cat(self.saliency, torch.double), n_clips) if n_clips else [None] * len(index)
         records: dict[int, dict[str, Any]] = {}
         for pos, wins, sal in zip(index, win_splits, sal_splits, strict=True):
             if pos in records:

@@ -77,9 +77,7 @@ def fold_reports(
             raise ValueError(f"fold {fold} (images {start}..{stop - 1}) has no caption")
         block = scores[rows][:, start:stop]
         fold_relevance = None if relevance is None else torch.as_tensor(relevance)[rows][:, start:stop]
-        reports.append(
-            full_report(block, query_to_gallery[rows] - start, fold_relevance, ks, ndcg_k, teran_v2t)
-        )
+        reports.append(full_report(block, query_to_gallery[rows] - start, fold_relevance, ks, ndcg_k, teran_v2t))
     return reports
 
 

@@ -119,8 +119,7 @@ class CaptionEmbeddingRelevance(InBatchRelevance):
             raise DataFormatError(
                 embeddings,
                 0,
-                f"expected a [{len(caption_ids)}, d] matrix (one row per id of {ids}), "
-                f"got shape {matrix.shape}",
+                f"expected a [{len(caption_ids)}, d] matrix (one row per id of {ids}), got shape {matrix.shape}",
             )
         self.path = embeddings
         self.matrix = matrix
@@ -155,9 +154,7 @@ def read_leading_ids(path: str | Path) -> list[str]:
     return ids
 
 
-def encode_captions(
-    texts: Sequence[str], model_path: str, batch_size: int = 64, max_length: int = 64
-) -> np.ndarray:
+def encode_captions(texts: Sequence[str], model_path: str, batch_size: int = 64, max_length: int = 64) -> np.ndarray:
     """Mean-pooled, L2-normalised sentence embeddings [N, d] of ``texts`` with a local Hugging Face encoder.
 
     Mean pooling over valid tokens is the Sentence-BERT (MPNet) pooling; the model must be on disk (no
@@ -177,9 +174,7 @@ def encode_captions(
                 max_length=max_length,
                 return_tensors="pt",
             )
-            states = model(
-                input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
-            ).last_hidden_state
+            states = model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
             mask = tokens["attention_mask"].unsqueeze(-1).to(states.dtype)
             pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
             chunks.append(torch.nn.functional.normalize(pooled, dim=1))
@@ -258,9 +253,7 @@ def save_relevance(path: str | Path, relevance: np.ndarray) -> None:
     np.save(path, np.asarray(relevance, dtype=np.float32))
 
 
-def load_relevance(
-    path: str | Path, num_queries: int, num_gallery: int, transpose: bool = False
-) -> np.ndarray:
+def load_relevance(path: str | Path, num_queries: int, num_gallery: int, transpose: bool = False) -> np.ndarray:
     """A precomputed relevance matrix as a read-only memmap [Q, G], checked against the split's shape.
 
     ``.npy`` files carry their shape; a raw float32 ``.bin`` is read as [Q, G]. TERAN stores

@@ -151,9 +151,7 @@ class T2VEncoder(nn.Module):
     """QD-DETR encoder: ``t2v_layers`` video-to-text cross-attention layers, then self-attention over
     [global token; video] (§1.2). Text tokens are dropped after the T2V stage."""
 
-    def __init__(
-        self, d: int, heads: int, t2v_layers: int, layers: int, ffn_dim: int, dropout: float
-    ) -> None:
+    def __init__(self, d: int, heads: int, t2v_layers: int, layers: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
         self.t2v = nn.ModuleList(CrossAttentionLayer(d, heads, ffn_dim, dropout) for _ in range(t2v_layers))
         self.layers = nn.ModuleList(EncoderLayer(d, heads, ffn_dim, dropout) for _ in range(layers))
@@ -226,11 +224,7 @@ class SpanDecoder(nn.Module):
             tgt = memory.new_zeros(b, self.query_pos.num_embeddings, d)
         hidden, spans = [], []
         for layer in self.layers:
-            pos = (
-                self.ref_point_head(anchor_sine_embedding(ref, d // 2))
-                if ref is not None
-                else self.query_pos.weight
-            )
+            pos = self.ref_point_head(anchor_sine_embedding(ref, d // 2)) if ref is not None else self.query_pos.weight
             pos = pos.expand(b, -1, -1) if pos.dim() == 2 else pos
             if extra_pos is not None:
                 pos = pos + extra_pos

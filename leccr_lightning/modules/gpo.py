@@ -11,9 +11,7 @@ from torch import nn
 def sine_positions(length: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
     """Sinusoidal position codes [length, dim]: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(...)."""
     position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    frequency = torch.exp(
-        torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim)
-    )
+    frequency = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
     codes = torch.zeros(length, dim, device=device)
     codes[:, 0::2] = torch.sin(position * frequency)
     codes[:, 1::2] = torch.cos(position * frequency)

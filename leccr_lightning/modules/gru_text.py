@@ -18,9 +18,7 @@ class BiGRUTextEncoder(nn.Module):
     trained on them, linked by the CLI).
     """
 
-    def __init__(
-        self, vocab_size: int, embed_dim: int = 1024, word_dim: int = 300, layers: int = 1, gpo_dim: int = 32
-    ):
+    def __init__(self, vocab_size: int, embed_dim: int = 1024, word_dim: int = 300, layers: int = 1, gpo_dim: int = 32):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, word_dim)
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
@@ -35,9 +33,7 @@ class BiGRUTextEncoder(nn.Module):
             self.embedding(input_ids), lengths, batch_first=True, enforce_sorted=False
         )
         states, _ = self.gru(packed)
-        states, _ = nn.utils.rnn.pad_packed_sequence(
-            states, batch_first=True, total_length=input_ids.shape[1]
-        )
+        states, _ = nn.utils.rnn.pad_packed_sequence(states, batch_first=True, total_length=input_ids.shape[1])
         half = states.shape[-1] // 2
         states = (states[..., :half] + states[..., half:]) / 2
         return nn.functional.normalize(self.gpo(states, mask), dim=-1)

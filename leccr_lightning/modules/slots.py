@@ -58,8 +58,16 @@ class SemanticSlots(nn.Module):
     symmetry); ``init="normal"`` draws Q ~ N(0, ``init_std``^2), a documented deviation (ccr_methods §3.7).
     """
 
-    def __init__(self, num_slots: int, dim: int, num_layers: int = 3, num_heads: int = 8, dropout: float = 0.1,
-                 init: str = "zeros", init_std: float = 0.02):
+    def __init__(
+        self,
+        num_slots: int,
+        dim: int,
+        num_layers: int = 3,
+        num_heads: int = 8,
+        dropout: float = 0.1,
+        init: str = "zeros",
+        init_std: float = 0.02,
+    ):
         super().__init__()
         if num_slots < 1:
             raise ValueError(f"num_slots: expected at least one slot, got {num_slots}")
@@ -89,8 +97,9 @@ class SlotVisualInteraction(nn.Module):
         self.visual_to_slots = CrossAttentionStack(dim, num_layers, num_heads, dropout)
         self.slots_to_visual = CrossAttentionStack(dim, num_layers, num_heads, dropout)
 
-    def forward(self, visual: torch.Tensor, visual_mask: torch.Tensor,
-                slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, visual: torch.Tensor, visual_mask: torch.Tensor, slots: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (enhanced visual tokens X' [B, T, d], visual-aware slots S' [B, N, d])."""
         enhanced = self.visual_to_slots(visual, slots)
         local = self.slots_to_visual(slots, visual, visual_mask)
