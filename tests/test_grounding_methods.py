@@ -128,7 +128,7 @@ def _datamodule(root: Path) -> GroundingDataModule:
         val_file="annotations/highlight_val_release.jsonl",
         test_file="annotations/highlight_test_release.jsonl",
         video_feature_dirs=["features/video_a", "features/video_b"],
-        batch_size=32,
+        batch_size=16,
         eval_batch_size=64,
     )
 
