@@ -1,10 +1,11 @@
 """The ``leccr`` command: Lightning subcommands (fit, validate, test, predict) and data tools (synth, ...).
 
 ``leccr fit --config configs/experiments/baseline/tiny.yaml`` composes data, model and trainer through LightningCLI
-(``class_path``/``init_args``, dotted overrides). Sizes shared by data and model (``visual_dim``, ``vocab_size``) are
-linked from the instantiated DataModule, never interpolated (ecosystem P14). ``leccr test`` prints the metrics and
-writes them as a flat JSON dict ``test_metrics.json`` into the run's log directory; ``fit --test_after_fit true``
-tests the best checkpoint right after training.
+(``class_path``/``init_args``, dotted overrides). Sizes shared by data and model (``visual_dim``, ``vocab_size``)
+are linked from the instantiated DataModule when it has them, never interpolated (ecosystem P14).
+``leccr test`` prints the metrics and writes them as a flat JSON dict ``test_metrics.json`` into the run's log
+directory; ``fit --test_after_fit true`` tests the best checkpoint right after training. Model arguments come from the
+configs on every subcommand (the checkpoint's hyper-parameters are not merged back: linked sizes are derived values).
 """
 
 from __future__ import annotations
@@ -51,6 +52,13 @@ class LeccrCLI(LightningCLI):
             compute_fn=_link_if_present("vocab_size"),
             apply_on="instantiate",
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Keep the model arguments of the given configs on ``--ckpt_path`` runs.
+
+        LightningCLI would merge the checkpoint's recorded init arguments back into the config; those include the
+        linked sizes, which are derived from the DataModule and may not apply to the chosen model class.
+        """
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):

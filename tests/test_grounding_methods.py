@@ -165,7 +165,7 @@ def test_method_learns_synthetic_task(synthetic: Path, tmp_path: Path, method, e
     trainer = _trainer(tmp_path, 15)
     trainer.fit(model, datamodule=dm)
     after = trainer.test(model, datamodule=dm, verbose=False)[0]
-    assert after["test/MR-full-mIoU"] > before["test/MR-full-mIoU"] + 10
+    assert after["test/MR-full-mAP"] > before["test/MR-full-mAP"] + 10
     assert after["test/MR-full-R1@0.5"] > before["test/MR-full-R1@0.5"] + 10
     assert after["test/HL-min-Fair-Hit1"] > before["test/HL-min-Fair-Hit1"]
     if method is RGTR:

@@ -152,9 +152,7 @@ def test_attention_ignores_padding_and_cross_mode_has_no_residual() -> None:
     assert torch.allclose(cross[valid], expected_cross[valid], atol=1e-5)
 
 
-def _context(
-    head: SharedTextAttention, q: torch.Tensor, k: torch.Tensor, k_mask: torch.Tensor
-) -> torch.Tensor:
+def _context(head: SharedTextAttention, q: torch.Tensor, k: torch.Tensor, k_mask: torch.Tensor) -> torch.Tensor:
     """softmax(Q K^T / sqrt(d_v_head)) V over the valid keys, heads concatenated (cross-mode reference)."""
     b, lq, _ = q.shape
     heads = head.num_heads
@@ -177,9 +175,7 @@ def test_discriminator_shapes_and_bad_kind(kind: str) -> None:
 def test_learning_rate_decays_and_halves_on_plateau() -> None:
     optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     callback = NRCCRLearningRate(halve_every=3)
-    trainer = SimpleNamespace(
-        optimizers=[optimizer], sanity_checking=False, callback_metrics={}, current_epoch=0
-    )
+    trainer = SimpleNamespace(optimizers=[optimizer], sanity_checking=False, callback_metrics={}, current_epoch=0)
     lrs = []
     for epoch, sumr in enumerate([10.0, 12.0, 11.0, 11.0, 11.0, 11.0]):
         trainer.current_epoch, trainer.callback_metrics = epoch, {"val/sumr": torch.tensor(sumr)}

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from leccr_lightning.data.datasets import (
     EpochShuffleSampler,
     Gallery,
+    ItemDescriptionFeatures,
     PseudoParallelDataset,
     QuerySet,
     VisualItems,
@@ -26,7 +27,8 @@ from leccr_lightning.data.datasets import (
     positions_of,
 )
 from leccr_lightning.data.errors import DataFormatError
-from leccr_lightning.data.features import FeatureStore, open_feature_store
+from leccr_lightning.data.features import DescriptionFeatureStore, FeatureStore, open_feature_store
+from leccr_lightning.data.images import ImageFolderStore
 from leccr_lightning.data.text import TokenizedTexts, load_or_train_tokenizer, normalize_caption
 from leccr_lightning.data.visualsearch import CaptionFile, read_caption_file, read_id_list
 
@@ -37,12 +39,29 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class FeatureSpec:
-    """Where a split's visual features live (paths relative to the collection folder unless absolute)."""
+    """Where a split's visual features live (paths relative to the collection folder unless absolute).
+
+    ``kind: images`` reads raw images from the folder ``path`` (``ids``: the optional ``<id> <file>`` map, MSCOCO
+    ``image_ids.txt``) with the timm preprocessing of ``image_model`` at ``image_size`` (``None``: the backbone's);
+    training batches use the random-resized-crop transform with area range ``image_train_scale`` (LECCR §3.4).
+    """
 
     path: str
     kind: str = "bigfile"
     ids: str | None = None
     video2frames: str | None = None
+    image_model: str = "resnet18"
+    image_size: int | None = None
+    image_train_scale: tuple[float, float] = (0.5, 1.0)
+
+
+@dataclass
+class DescriptionFeatureSpec:
+    """Precomputed MLLM description token features (``.npy`` [N, L, D] + ``ids`` list, HDF5 ``features``/``ids``, or a
+    folder of ``<visual_id>.npy`` [L, D]; paths relative to the collection folder unless absolute)."""
+
+    path: str
+    ids: str | None = None
 
 
 def expected_tag(role: str, language: str) -> str:
@@ -69,6 +88,9 @@ class CCRDataModule(L.LightningDataModule):
             items of its caption file in order of first appearance (the official video convention).
         roles: training text roles to load; ``query_roles``: evaluation query roles.
         descriptions: folder of ``<visual_id>.txt`` MLLM descriptions (needed when ``description`` is a role).
+        description_features: precomputed description token features served instead of the text when
+            ``description`` is a role (batches then carry ``description_features`` [B, L, D] and
+            ``description_mask`` [B, L]; a missing id is always an error).
         tokenizer: ``"train"`` (WordPiece trained on the training captions, cached in ``<collection>/cache``) or
             a local tokenizer directory / cached Hugging Face name.
         normalization: caption normalisation policy (``none``, ``nrccr``, ``leccr``; ccr_methods §1.5).
@@ -90,6 +112,7 @@ class CCRDataModule(L.LightningDataModule):
         roles: list[str] | None = None,
         query_roles: list[str] | None = None,
         descriptions: str | None = None,
+        description_features: DescriptionFeatureSpec | None = None,
         allow_missing_descriptions: bool = False,
         tokenizer: str = "train",
         tokenizer_vocab_size: int = 2000,
@@ -124,8 +147,11 @@ class CCRDataModule(L.LightningDataModule):
         for role in self.query_roles:
             if role not in QUERY_ROLES:
                 raise ValueError(f"unknown query role {role!r}; expected one of {QUERY_ROLES}")
-        if "description" in self.roles and descriptions is None:
-            raise ValueError("the 'description' role needs data.init_args.descriptions (a folder of <id>.txt)")
+        if "description" in self.roles and descriptions is None and description_features is None:
+            raise ValueError(
+                "the 'description' role needs data.init_args.descriptions (a folder of <id>.txt) or "
+                "data.init_args.description_features (precomputed token features)"
+            )
         self._captions = {"train": train_captions, "val": val_captions, "test": test_captions}
         self._splits: dict[str, dict] = {}
         self.tokenizer = load_or_train_tokenizer(
@@ -152,7 +178,7 @@ class CCRDataModule(L.LightningDataModule):
     def _normalize(self, text: str, role: str) -> str:
         return normalize_caption(text, self.hparams.normalization, role, self.hparams.max_words)
 
-    def _store(self, split: str) -> FeatureStore:
+    def _store(self, split: str) -> FeatureStore | ImageFolderStore:
         spec = (self.hparams.split_features or {}).get(split, self.hparams.features)
         if isinstance(spec, dict):
             spec = FeatureSpec(**spec)
@@ -163,11 +189,22 @@ class CCRDataModule(L.LightningDataModule):
             self._path(spec.video2frames) if spec.video2frames else None,
             self.hparams.max_frames,
             self.hparams.frame_sampling,
+            image_model=spec.image_model,
+            image_size=spec.image_size,
+            image_train_scale=spec.image_train_scale,
+            augment=split == "train",
         )
 
     @cached_property
-    def _train_store(self) -> FeatureStore:
+    def _train_store(self) -> FeatureStore | ImageFolderStore:
         return self._store("train")
+
+    @cached_property
+    def _description_store(self) -> DescriptionFeatureStore:
+        spec = self.hparams.description_features
+        if isinstance(spec, dict):
+            spec = DescriptionFeatureSpec(**spec)
+        return DescriptionFeatureStore(self._path(spec.path), self._path(spec.ids) if spec.ids else None)
 
     @property
     def visual_dim(self) -> int:
@@ -182,7 +219,7 @@ class CCRDataModule(L.LightningDataModule):
     def _tokenize(self, texts, role: str) -> TokenizedTexts:
         return TokenizedTexts(self.tokenizer, [self._normalize(t, role) for t in texts], self.hparams.max_length)
 
-    def _items(self, split: str, captions: CaptionFile, store: FeatureStore) -> VisualItems:
+    def _items(self, split: str, captions: CaptionFile, store: FeatureStore | ImageFolderStore) -> VisualItems:
         id_file = (self.hparams.id_lists or {}).get(split)
         if id_file is not None:
             return VisualItems(read_id_list(self._path(id_file)), store, self._path(id_file))
@@ -217,10 +254,13 @@ class CCRDataModule(L.LightningDataModule):
             for role in files:
                 if role != "source":
                     rows[role] = aligned_rows(source, files[role], expected_tag(role, self.language))
-            if "description" in self.roles:
+            features = None
+            if "description" in self.roles and self.hparams.description_features is not None:
+                features = ItemDescriptionFeatures(items, self._description_store, "the train split")
+            elif "description" in self.roles:
                 texts["description"] = self._descriptions(items)
                 rows["description"] = positions_of(source, items)
-            return {"train": PseudoParallelDataset(source, items, texts, rows)}
+            return {"train": PseudoParallelDataset(source, items, texts, rows, features)}
         query_file = self._caption_file(split, "query")
         items = self._items(split, query_file, self._store(split))
         texts = {"query": self._tokenize(query_file.texts, "query")}
@@ -229,8 +269,13 @@ class CCRDataModule(L.LightningDataModule):
             translated = self._caption_file(split, "translated")
             texts["translated"] = self._tokenize(translated.texts, "translated")
             rows["translated"] = aligned_rows(query_file, translated, expected_tag("translated", self.language))
-        gallery_texts = {"description": self._descriptions(items)} if "description" in self.roles else None
-        return {"queries": QuerySet(query_file, items, texts, rows), "gallery": Gallery(items, gallery_texts)}
+        gallery_texts, features = None, None
+        if "description" in self.roles and self.hparams.description_features is not None:
+            features = ItemDescriptionFeatures(items, self._description_store, f"the {split} split")
+        elif "description" in self.roles:
+            gallery_texts = {"description": self._descriptions(items)}
+        gallery = Gallery(items, gallery_texts, features)
+        return {"queries": QuerySet(query_file, items, texts, rows), "gallery": gallery}
 
     def split(self, split: str) -> dict:
         """The datasets of a split, built once (tokenised once) and cached."""

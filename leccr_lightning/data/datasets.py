@@ -16,7 +16,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from leccr_lightning.data.errors import DataFormatError
-from leccr_lightning.data.features import FeatureStore
+from leccr_lightning.data.features import DescriptionFeatureStore, FeatureStore
+from leccr_lightning.data.images import ImageFolderStore
 from leccr_lightning.data.text import TokenizedTexts
 from leccr_lightning.data.visualsearch import CaptionFile
 
@@ -64,7 +65,7 @@ class EpochShuffleSampler(Sampler[int]):
 class VisualItems:
     """An ordered list of visual items with their feature rows resolved once (errors name the missing id)."""
 
-    def __init__(self, visual_ids: Sequence[str], store: FeatureStore, source: str | Path):
+    def __init__(self, visual_ids: Sequence[str], store: FeatureStore | ImageFolderStore, source: str | Path):
         self.ids = list(visual_ids)
         self.position = {visual_id: i for i, visual_id in enumerate(self.ids)}
         self.store = store
@@ -77,11 +78,25 @@ class VisualItems:
         return len(self.ids)
 
     def batch(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``visual`` [B, T, D] and ``visual_mask`` [B, T] for items at ``positions`` (one read per batch)."""
+        """``visual`` [B, T, D] (images: pixels [B, 3, H, W]) and ``visual_mask`` [B, T] for items at ``positions``
+        (one read per batch)."""
         if self.single_rows is not None:
-            visual = torch.from_numpy(self.store.gather_rows(self.single_rows[np.asarray(positions)]))
-            return visual[:, None], torch.ones(len(visual), 1, dtype=torch.bool)
+            return self.store.single_row_batch(self.single_rows[np.asarray(positions)])
         return self.store.batch([self.rows[p] for p in positions])
+
+
+class ItemDescriptionFeatures:
+    """Precomputed description token features of an ordered list of visual items (rows resolved once; a missing id
+    is an error naming it)."""
+
+    def __init__(self, items: VisualItems, store: DescriptionFeatureStore, source: str | Path):
+        self.store = store
+        self.rows = store.rows_for(items.ids, source)
+
+    def batch(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        """``description_features`` [B, L, D] and ``description_mask`` [B, L] of the items at ``positions``."""
+        features, mask = self.store.batch(self.rows[np.asarray(positions)])
+        return {"description_features": features, "description_mask": mask}
 
 
 def positions_of(captions: CaptionFile, items: VisualItems) -> np.ndarray:
@@ -104,7 +119,7 @@ class PseudoParallelDataset(Dataset):
 
     ``texts`` maps a role to its tokenised captions and ``text_rows[role]`` gives, for every source caption, the row
     of that role's caption (the identity for ``source``; aligned rows for ``target``/``back``; the visual item's row
-    for ``description``).
+    for ``description``). ``description_features`` (instead of description text) adds precomputed description tokens.
     """
 
     def __init__(
@@ -113,11 +128,13 @@ class PseudoParallelDataset(Dataset):
         items: VisualItems,
         texts: Mapping[str, TokenizedTexts],
         text_rows: Mapping[str, np.ndarray],
+        description_features: ItemDescriptionFeatures | None = None,
     ):
         self.source = source
         self.items = items
         self.texts = dict(texts)
         self.text_rows = dict(text_rows)
+        self.description_features = description_features
         self.visual_index = positions_of(source, items)
 
     def __len__(self) -> int:
@@ -131,13 +148,16 @@ class PseudoParallelDataset(Dataset):
         indices = np.asarray(indices, dtype=np.int64)
         visual_index = self.visual_index[indices]
         visual, visual_mask = self.items.batch(visual_index)
-        return {
+        batch = {
             "visual": visual,
             "visual_mask": visual_mask,
             "visual_index": torch.from_numpy(visual_index),
             "text": {role: self.texts[role].batch(self.text_rows[role][indices]) for role in self.texts},
             "caption_ids": [self.source.ids[i] for i in indices],
         }
+        if self.description_features is not None:
+            batch.update(self.description_features.batch(visual_index))
+        return batch
 
 
 class QuerySet(Dataset):
@@ -173,11 +193,18 @@ class QuerySet(Dataset):
 
 
 class Gallery(Dataset):
-    """Evaluation gallery: the split's visual items in id-list order (+ their descriptions if configured)."""
+    """Evaluation gallery: the split's visual items in id-list order (+ their descriptions, as text or precomputed
+    token features, if configured)."""
 
-    def __init__(self, items: VisualItems, texts: Mapping[str, TokenizedTexts] | None = None):
+    def __init__(
+        self,
+        items: VisualItems,
+        texts: Mapping[str, TokenizedTexts] | None = None,
+        description_features: ItemDescriptionFeatures | None = None,
+    ):
         self.items = items
         self.texts = dict(texts or {})
+        self.description_features = description_features
 
     def __len__(self) -> int:
         return len(self.items)
@@ -188,7 +215,7 @@ class Gallery(Dataset):
     def collate(self, indices: Sequence[int]) -> dict:
         indices = np.asarray(indices, dtype=np.int64)
         visual, visual_mask = self.items.batch(indices)
-        return {
+        batch = {
             "kind": "gallery",
             "position": torch.from_numpy(indices),
             "visual": visual,
@@ -196,3 +223,6 @@ class Gallery(Dataset):
             "text": {role: texts.batch(indices) for role, texts in self.texts.items()},
             "visual_ids": [self.items.ids[i] for i in indices],
         }
+        if self.description_features is not None:
+            batch.update(self.description_features.batch(indices))
+        return batch

@@ -3,7 +3,9 @@
 Spec: ccr_methods §1.4. ``BigFile`` is the official layout (``shape.txt`` = ``N D``, ``id.txt`` = N names,
 ``feature.bin`` = N x D float32 row-major), memory-mapped rather than read row by row with seeks. A video is the
 ordered stack of its frame rows listed in ``video2frames.txt`` (a Python dict literal, read with
-``ast.literal_eval``). ``.npy`` (+ id list) and HDF5 (``features`` [N, D] + ``ids``) stores share the interface.
+``ast.literal_eval``). ``.npy`` (+ id list) and HDF5 (``features`` [N, D] + ``ids``) stores share the interface;
+raw images (``data/images.py``) plug in as the ``images`` kind. ``DescriptionFeatureStore`` serves precomputed MLLM
+description token features [N, L, D] by visual id.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from leccr_lightning.data.errors import DataFormatError
+from leccr_lightning.data.images import ImageFolderStore
 
 
 class FeatureStore(ABC):
@@ -109,6 +112,11 @@ class FeatureStore(ABC):
         out = np.empty((len(rows), block.shape[1]), dtype=np.float32)
         out[order] = block[inverse]
         return out
+
+    def single_row_batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``visual`` [B, 1, D] and an all-true ``visual_mask`` [B, 1] for items of one row each (one read)."""
+        visual = torch.from_numpy(self.gather_rows(rows))
+        return visual[:, None], torch.ones(len(visual), 1, dtype=torch.bool)
 
     def batch(self, row_lists: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad a batch of frame-row lists into ``visual`` [B, T, D] (zeros) and ``visual_mask`` [B, T] (bool)."""
@@ -249,6 +257,114 @@ class HDF5Store(FeatureStore):
         return state
 
 
+class DescriptionFeatureStore:
+    """Precomputed description token features addressed by visual id (LECCR ``generated_caption_type: feats``, §3.1).
+
+    Formats: ``.npy`` [N, L, D] whose row order is an id list (one id per line), HDF5 (``features`` [N, L, D] +
+    ``ids``), or a folder of ``<visual_id>.npy`` [L_i, D] files (the official per-item layout). Padding tokens are
+    all-zero vectors: a token is valid iff its vector is non-zero.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        ids: str | Path | None = None,
+        features_key: str = "features",
+        ids_key: str = "ids",
+    ):
+        self.path = Path(path)
+        self._features_key = features_key
+        self._handle = None
+        if self.path.is_dir():
+            self.kind = "folder"
+            self.names = sorted(p.stem for p in self.path.glob("*.npy"))
+            if not self.names:
+                raise DataFormatError(self.path, 0, "no <visual_id>.npy description feature files in the folder")
+            shape = (len(self.names), None, np.load(self.path / f"{self.names[0]}.npy", mmap_mode="r").shape[-1])
+        elif not self.path.is_file():
+            raise FileNotFoundError(f"description features {self.path} do not exist")
+        elif self.path.suffix == ".npy":
+            from leccr_lightning.data.visualsearch import read_id_list
+
+            if ids is None:
+                raise ValueError(f"description features {self.path}: an .npy array needs the id list of its rows")
+            self.kind = "npy"
+            self.names = read_id_list(ids)
+            shape = np.load(self.path, mmap_mode="r").shape
+        else:
+            import h5py
+
+            self.kind = "hdf5"
+            with h5py.File(self.path, "r") as handle:
+                for key in (features_key, ids_key):
+                    if key not in handle:
+                        raise DataFormatError(self.path, key, f"missing dataset {key!r}")
+                self.names = [v.decode() if isinstance(v, bytes) else str(v) for v in handle[ids_key][()]]
+                shape = handle[features_key].shape
+        if self.kind != "folder" and (len(shape) != 3 or shape[0] != len(self.names)):
+            raise DataFormatError(
+                self.path, 0, f"shape {tuple(shape)}: expected [N, L, D] token features for {len(self.names)} ids"
+            )
+        self.dim = int(shape[-1])
+        self._row_of = {name: row for row, name in enumerate(self.names)}
+
+    def rows_for(self, visual_ids: Sequence[str], source: str | Path) -> np.ndarray:
+        """Rows of ``visual_ids``; the first id without features is an error naming it and ``source``."""
+        rows = np.empty(len(visual_ids), dtype=np.int64)
+        for i, visual_id in enumerate(visual_ids):
+            row = self._row_of.get(visual_id)
+            if row is None:
+                raise DataFormatError(
+                    self.path, visual_id, f"no description features for visual id {visual_id} (from {source})"
+                )
+            rows[i] = row
+        return rows
+
+    def _matrix(self):
+        """The [N, L, D] array (memory-mapped ``.npy`` or HDF5 dataset), opened once per process."""
+        if self._handle is None:
+            if self.kind == "npy":
+                self._handle = np.load(self.path, mmap_mode="r")
+            else:
+                import h5py
+
+                self._handle = h5py.File(self.path, "r")
+        return self._handle if self.kind == "npy" else self._handle[self._features_key]
+
+    def _tokens(self, rows: np.ndarray) -> np.ndarray:
+        """[B, L, D] float32 token features of ``rows`` (folder items zero-padded to the longest)."""
+        if self.kind == "folder":
+            arrays = []
+            for row in rows:
+                path = self.path / f"{self.names[row]}.npy"
+                array = np.load(path)
+                if array.ndim != 2 or array.shape[1] != self.dim:
+                    raise DataFormatError(path, self.names[row], f"shape {array.shape}: expected [L, {self.dim}]")
+                arrays.append(array)
+            out = np.zeros((len(rows), max(len(a) for a in arrays), self.dim), dtype=np.float32)
+            for i, array in enumerate(arrays):
+                out[i, : len(array)] = array
+            return out
+        unique_rows, inverse = np.unique(rows, return_inverse=True)
+        return np.asarray(self._matrix()[unique_rows], dtype=np.float32)[inverse]
+
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``description_features`` [B, L, D] and ``description_mask`` [B, L] (True = non-zero token), with L cut to
+        the longest valid extent of the batch; an item without a valid token is an error naming it."""
+        tokens = self._tokens(np.asarray(rows, dtype=np.int64))
+        mask = np.any(tokens != 0, axis=-1)
+        empty = np.flatnonzero(~mask.any(axis=1))
+        if len(empty):
+            raise DataFormatError(self.path, self.names[rows[empty[0]]], "the description features are all zero")
+        extent = int((mask.shape[1] - np.argmax(mask[:, ::-1], axis=1)).max())
+        return torch.from_numpy(np.ascontiguousarray(tokens[:, :extent])), torch.from_numpy(mask[:, :extent])
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_handle"] = None
+        return state
+
+
 def write_bigfile(path: str | Path, names: Sequence[str], matrix: np.ndarray) -> None:
     """Write a BigFile folder (``feature.bin`` float32 row-major, ``id.txt``, ``shape.txt``)."""
     path = Path(path)
@@ -268,8 +384,13 @@ def open_feature_store(
     video2frames: str | Path | None = None,
     max_frames: int = 64,
     frame_sampling: str = "first",
-) -> FeatureStore:
-    """Build a store from its kind: ``bigfile`` | ``npy`` (needs ``ids``) | ``hdf5``."""
+    image_model: str = "resnet18",
+    image_size: int | None = None,
+    image_train_scale: tuple[float, float] = (0.5, 1.0),
+    augment: bool = False,
+) -> FeatureStore | ImageFolderStore:
+    """Build a store from its kind: ``bigfile`` | ``npy`` (needs ``ids``) | ``hdf5`` | ``images`` (raw images; ``ids``
+    is then the optional ``<id> <file>`` map, and the ``image_*`` options and ``augment`` choose the preprocessing)."""
     if kind == "bigfile":
         return BigFileStore(path, video2frames, max_frames, frame_sampling)
     if kind == "npy":
@@ -278,4 +399,8 @@ def open_feature_store(
         return NpyStore(path, ids, video2frames, max_frames, frame_sampling)
     if kind == "hdf5":
         return HDF5Store(path, video2frames=video2frames, max_frames=max_frames, frame_sampling=frame_sampling)
-    raise ValueError(f"unknown feature store kind {kind!r}; expected bigfile, npy or hdf5")
+    if kind == "images":
+        return ImageFolderStore(
+            path, ids, image_model, image_size, augment=augment, train_scale=tuple(image_train_scale)
+        )
+    raise ValueError(f"unknown feature store kind {kind!r}; expected bigfile, npy, hdf5 or images")

@@ -8,7 +8,10 @@ translations are word-by-word renderings of the English captions; a fraction ``m
 replaced or dropped at rate ``noisy_word_rate``; their ids go to ``MANIFEST.json``), and every MT caption has light
 word noise ``mt_word_noise``. Human target-language val/test captions are clean and written independently of the
 English ones; back-translations and ``xx2enc`` translations are noisy. Each item gets an MLLM-style description that
-mentions all its concepts. Everything is deterministic for a seed.
+mentions all its concepts. With ``write_images`` every image item is also rendered as a small picture
+``images/<visual_id>.png`` (one coloured shape per concept, colour and shape fixed per concept, in a random cell of a
+grid, plus pixel noise), for end-to-end training of an image backbone. Everything is deterministic for a seed (the
+pictures draw from their own generator, so the other files do not change with ``write_images``).
 """
 
 from __future__ import annotations
@@ -84,6 +87,10 @@ _SYLLABLES = [
 _DIACRITICS = {"de": "äöüß", "fr": "éèàç", "cs": "čřšž"}
 _CJK_START = {"zh": 0x4E00, "ja": 0x3040}
 _WORD_ORDER = {"de": "reverse_pairs", "fr": "noun_last", "cs": "same", "ja": "reverse", "zh": "same"}
+_PALETTE = np.array(
+    [[1, 0, 0], [0, 0.8, 0], [0, 0.2, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1], [0, 0, 0]], dtype=np.float64
+)
+_SHAPES = ("square", "disc", "cross", "ring", "triangle")
 
 
 @dataclass
@@ -106,6 +113,9 @@ class SynthConfig:
     noisy_word_rate: float = 0.6
     mt_word_noise: float = 0.05
     back_word_noise: float = 0.1
+    write_images: bool = False
+    image_size: int = 32
+    image_noise: float = 0.05
     seed: int = 0
 
 
@@ -158,6 +168,10 @@ class SyntheticWriter:
         self.rng = np.random.default_rng(config.seed)
         if config.n_concepts > len(_NOUNS):
             raise ValueError(f"n_concepts must be at most {len(_NOUNS)}")
+        if config.write_images and (config.video or LAYOUTS[config.layout].video):
+            raise ValueError("write_images renders image collections only (video collections have frame features)")
+        if config.write_images and config.image_size < 8:
+            raise ValueError(f"image_size: expected at least 8 pixels, got {config.image_size}")
         self.nouns = _NOUNS[: config.n_concepts]
         self.prototypes = self._unit(self.rng.standard_normal((config.n_concepts, config.feature_dim)))
         vocabulary = list(self.nouns) + list(_FILLERS)
@@ -228,6 +242,8 @@ class SyntheticWriter:
         for split in ("val", "test"):
             self._write_eval(text_dir, layout, split, splits[split])
         self._write_descriptions(folder / "descriptions", splits)
+        if config.write_images:
+            self._write_images(folder / "images", splits)
         manifest = {
             "config": asdict(config),
             "collection": layout.collection,
@@ -302,6 +318,50 @@ class SyntheticWriter:
             for visual_id, concepts in items.items():
                 objects = ", ".join(f"a {self.nouns[c]}" for c in concepts)
                 (folder / f"{visual_id}.txt").write_text(f"the scene shows {objects} .\n", encoding="utf-8")
+
+    def _write_images(self, folder: Path, splits: dict[str, dict[str, list[int]]]) -> None:
+        """Render every item as ``<visual_id>.png`` from a generator of its own (seeded from ``seed``)."""
+        from PIL import Image
+
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng([self.config.seed, 1])
+        for items in splits.values():
+            for visual_id, concepts in items.items():
+                picture = render_picture(concepts, self.config.image_size, self.config.image_noise, rng)
+                Image.fromarray(np.round(picture * 255).astype(np.uint8)).save(folder / f"{visual_id}.png")
+
+
+def shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
+    """Pixels of a shape of half-size ``radius`` centred at offset (0, 0); ``dx``/``dy`` are pixel offsets."""
+    if shape == "square":
+        return (np.abs(dx) <= radius) & (np.abs(dy) <= radius)
+    if shape == "disc":
+        return dx**2 + dy**2 <= radius**2
+    if shape == "cross":
+        bar = radius / 3
+        return ((np.abs(dx) <= bar) & (np.abs(dy) <= radius)) | ((np.abs(dy) <= bar) & (np.abs(dx) <= radius))
+    if shape == "ring":
+        return ((radius / 2) ** 2 <= dx**2 + dy**2) & (dx**2 + dy**2 <= radius**2)
+    return (np.abs(dy) <= radius) & (np.abs(dx) <= (dy + radius) / 2)
+
+
+def render_picture(concepts: list[int], size: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """An RGB picture [size, size, 3] in [0, 1]: concept c is a ``_SHAPES[c // 8]`` shape of colour ``_PALETTE[c % 8]``
+    in its own random cell of a g x g grid (g = ceil(sqrt(#concepts))), with jittered size, position and colour,
+    on a grey background with Gaussian pixel noise of std ``noise``."""
+    grid = int(np.ceil(np.sqrt(len(concepts))))
+    cell = size / grid
+    picture = np.full((size, size, 3), 0.5)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    cells = rng.permutation(grid * grid)[: len(concepts)]
+    for concept, slot in zip(concepts, cells, strict=True):
+        radius = cell * rng.uniform(0.28, 0.42)
+        centre_y = (slot // grid + 0.5) * cell + rng.uniform(-1, 1) * (cell / 2 - radius)
+        centre_x = (slot % grid + 0.5) * cell + rng.uniform(-1, 1) * (cell / 2 - radius)
+        mask = shape_mask(_SHAPES[(concept // len(_PALETTE)) % len(_SHAPES)], xs - centre_x, ys - centre_y, radius)
+        colour = np.clip(_PALETTE[concept % len(_PALETTE)] + rng.normal(0, 0.06, 3), 0, 1)
+        picture[mask] = colour
+    return np.clip(picture + noise * rng.standard_normal(picture.shape), 0, 1)
 
 
 def write_synthetic_collection(out: str | Path, config: SynthConfig | None = None) -> Path:

@@ -21,8 +21,7 @@ def _check_weights(scores: Tensor, positive_mask: Tensor, weights: Tensor) -> No
         raise ValueError(f"positive_mask: expected dtype torch.bool, got {positive_mask.dtype}")
     if weights.shape != (scores.shape[0],):
         raise ValueError(
-            f"weights: expected one weight per query row, shape ({scores.shape[0]},), "
-            f"got {tuple(weights.shape)}"
+            f"weights: expected one weight per query row, shape ({scores.shape[0]},), got {tuple(weights.shape)}"
         )
 
 
@@ -42,9 +41,7 @@ def weighted_hardest_triplet(
     return masked_reduce(terms, positive_mask & has_negative, reduction)
 
 
-def weighted_info_nce(
-    logits: Tensor, positive_mask: Tensor, weights: Tensor, reduction: str = "mean"
-) -> Tensor:
+def weighted_info_nce(logits: Tensor, positive_mask: Tensor, weights: Tensor, reduction: str = "mean") -> Tensor:
     """Multi-positive InfoNCE of one direction with row weights: sum_i w_i L_i (or its mean over rows with a
     positive), L_i = -sum_j y_ij log softmax_j(logits_i); ``weights`` are detached."""
     _check_weights(logits, positive_mask, weights)

@@ -58,6 +58,8 @@ class RetrievalMethod(L.LightningModule, ABC):
         gather_negatives: score against the embeddings of every rank (all_gather with gradients) in training.
         ks: recall cut-offs of the evaluation report.
         eval_chunk_size: query chunk for evaluation scoring (``None``: automatic).
+        gradient_clip_norm: clip the total gradient norm to this value (NRCCR: 2.0); a method constant, so it lives
+            here rather than in the trainer config (``trainer.gradient_clip_val`` still applies when this is unset).
     """
 
     required_roles: tuple[str, ...] = ("source", "target")
@@ -71,6 +73,7 @@ class RetrievalMethod(L.LightningModule, ABC):
         gather_negatives: bool = False,
         ks: tuple[int, ...] = (1, 5, 10),
         eval_chunk_size: int | None = None,
+        gradient_clip_norm: float | None = None,
     ):
         super().__init__()
         self.optimizer_factory = optimizer
@@ -80,6 +83,7 @@ class RetrievalMethod(L.LightningModule, ABC):
         self.gather_negatives = gather_negatives
         self.ks = tuple(ks)
         self.eval_chunk_size = eval_chunk_size
+        self.gradient_clip_norm = gradient_clip_norm
         self.metrics = nn.ModuleDict()
 
     # --- what a method provides -------------------------------------------------------------------------------
@@ -199,6 +203,12 @@ class RetrievalMethod(L.LightningModule, ABC):
             if parameter.requires_grad:
                 (no_decay if any(k in name for k in self.no_decay_keys) else decay).append(parameter)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip to ``gradient_clip_norm`` (L2 norm) when set, else to the trainer's setting."""
+        if self.gradient_clip_norm is not None:
+            gradient_clip_val, gradient_clip_algorithm = self.gradient_clip_norm, "norm"
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())

@@ -109,9 +109,7 @@ class DCOTObjective(PairObjective):
     def _loss(self, scores: Tensor, positive_mask: Tensor, weights: Tensor | None) -> Tensor:
         if self.base == "triplet":
             if weights is None:
-                return bidirectional(
-                    hinge_triplet, scores, positive_mask, weights=(1.0, 1.0), margin=self.margin
-                )
+                return bidirectional(hinge_triplet, scores, positive_mask, weights=(1.0, 1.0), margin=self.margin)
             return weighted_bidirectional_triplet(scores, positive_mask, weights, weights, self.margin)
         if weights is None:
             return symmetric_info_nce(scores, positive_mask, self.temperature)
@@ -121,9 +119,7 @@ class DCOTObjective(PairObjective):
         if context is None or context.get("pair") not in self.weighted_pairs:
             return self._loss(scores, positive_mask, None)
         progress = float(context.get("progress", 1.0))
-        weights = self.confidences(
-            context["visual"], context["source"], context["target"], positive_mask, progress
-        )
+        weights = self.confidences(context["visual"], context["source"], context["target"], positive_mask, progress)
         batch = context.get("batch")
         if self.training and batch is not None and len(batch["caption_ids"]) == len(weights):
             self.recorded.append((list(batch["caption_ids"]), weights.detach().cpu()))
@@ -182,9 +178,7 @@ class ConfidenceLogger(L.Callback):
             elif type(logger).__name__ == "WandbLogger":
                 import wandb
 
-                experiment.log(
-                    {"train/confidence": wandb.Histogram(values.numpy()), "epoch": trainer.current_epoch}
-                )
+                experiment.log({"train/confidence": wandb.Histogram(values.numpy()), "epoch": trainer.current_epoch})
 
 
 class DCOT(DualEncoderBaseline):
@@ -192,9 +186,7 @@ class DCOT(DualEncoderBaseline):
     injected) and a :class:`ConfidenceLogger`; every other argument is the baseline's."""
 
     def __init__(self, visual_dim: int, objective: PairObjective | None = None, **kwargs):
-        super().__init__(
-            visual_dim, objective=objective if objective is not None else DCOTObjective(), **kwargs
-        )
+        super().__init__(visual_dim, objective=objective if objective is not None else DCOTObjective(), **kwargs)
 
     def configure_callbacks(self) -> list:
         return [*super().configure_callbacks(), ConfidenceLogger()]

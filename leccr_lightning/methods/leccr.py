@@ -2,7 +2,8 @@
 matching under English guidance (spec ccr_methods §3).
 
 Forward pass (§3.2): the MLLM description Z of a visual item is encoded by the shared text encoder (under no_grad,
-as in the official code) and projected to the visual width; N learnable slot queries attend to it (CA_q) -> S0;
+as in the official code) or read as precomputed token features (``generated_caption_type: feats``, §3.1) and
+projected to the visual width; N learnable slot queries attend to it (CA_q) -> S0;
 visual tokens X attend to S0 (CA_v) -> X', slots attend to X (CA_s) -> S'. Embeddings: v = norm(W_v pool(X')),
 slot embeddings c_k = W_c S'_k (not normalised), t = norm(W_t [CLS]) for English t^s and MT target t^t.
 
@@ -32,8 +33,9 @@ from leccr_lightning.metrics import DotScorer, FusedScorer
 from leccr_lightning.modules.pooling import masked_mean, pool
 from leccr_lightning.modules.slots import SemanticSlots, SlotVisualInteraction
 from leccr_lightning.modules.text_encoders import HFTextEncoder
+from leccr_lightning.modules.visual_encoders import TimmImageEncoder
 
-VISUAL_ENCODERS = ("tokens", "frames")
+VISUAL_ENCODERS = ("tokens", "frames", "timm")
 EVAL_SCORINGS = ("global", "fused")
 
 
@@ -104,39 +106,68 @@ class LinearWarmupDecay(torch.optim.lr_scheduler.LRScheduler):
 
 
 class LeccrVisualEncoder(nn.Module):
-    """Cached visual tokens [B, T, D] -> [B, T, d].
+    """Visual tokens X [B, T, d] and their mask [B, T] from cached features [B, T, D] or raw images [B, 3, H, W].
 
     ``tokens``: an identity (``width=None``, the official image path whose CLIP tokens enter the slot interaction
     directly) or a Linear(D -> d) input projection; ``frames``: the same, then one self-attention layer with a
-    key-padding mask (the official video path: d_model = feature dim, 8 heads, no input projection).
+    key-padding mask (the official video path: d_model = feature dim, 8 heads, no input projection); ``timm``: the
+    token map of a timm backbone on pixels (end-to-end fine-tuning, the official CLIP image path), all tokens valid,
+    then the identity or a Linear(C -> d) projection.
     """
 
-    def __init__(self, kind: str, in_dim: int, width: int | None, num_heads: int, feedforward: int, dropout: float):
+    def __init__(
+        self,
+        kind: str,
+        in_dim: int,
+        width: int | None,
+        num_heads: int,
+        feedforward: int,
+        dropout: float,
+        timm_model: str = "resnet18",
+        timm_checkpoint: str | None = None,
+    ):
         super().__init__()
         if kind not in VISUAL_ENCODERS:
             raise ValueError(f"visual_encoder {kind!r}: expected one of {VISUAL_ENCODERS}")
+        self.backbone = None
+        if kind == "timm":
+            if in_dim != 3:
+                raise ValueError(f"visual_encoder 'timm' reads RGB pixels (visual_dim 3), got visual_dim={in_dim}")
+            self.backbone = TimmImageEncoder(timm_model, timm_checkpoint)
+            in_dim = self.backbone.out_dim
         self.out_dim = width or in_dim
         self.project = nn.Identity() if width is None else nn.Linear(in_dim, width)
         self.frames = None
         if kind == "frames":
             self.frames = nn.TransformerEncoderLayer(self.out_dim, num_heads, feedforward, dropout, batch_first=True)
 
-    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.backbone is not None:
+            if visual.ndim != 4:
+                raise ValueError(
+                    f"visual_encoder 'timm' expects pixel batches [B, 3, H, W] (data features kind 'images'), "
+                    f"got shape {tuple(visual.shape)}"
+                )
+            visual, _ = self.backbone(visual)
+            mask = torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device)
         tokens = self.project(visual)
         if self.frames is not None:
             tokens = self.frames(tokens, src_key_padding_mask=~mask.bool())
-        return tokens
+        return tokens, mask.bool()
 
 
 class LECCR(RetrievalMethod):
-    """LECCR on cached visual features (image tokens or video frames).
+    """LECCR on cached visual features (image tokens or video frames) or on raw images through a timm backbone.
 
     Args:
         visual_dim, vocab_size: linked from the DataModule by the CLI.
         text_model: ``"tiny"`` (random BERT of ``text_hidden``/``text_layers``/``text_heads``) or a local HF
             directory (mBERT in the paper); shared by captions and descriptions.
         text_pooling: sentence vector of the captions (``cls`` as in the paper).
-        visual_encoder: ``tokens`` (images) or ``frames`` (videos: one self-attention layer).
+        visual_encoder: ``tokens`` (images), ``frames`` (videos: one self-attention layer) or ``timm`` (raw images,
+            data features kind ``images``: the backbone ``timm_model`` fine-tuned end to end, its token map as X;
+            weights from the local file ``timm_checkpoint``, random initialisation without one). A CNN's token map
+            has no [CLS] token: use ``visual_pooling: mean`` with it.
         visual_width: width d of the slot space; ``None`` keeps the feature dim (official: 512 CLIP / 4096 video).
         frame_feedforward: hidden size of the frame self-attention layer's MLP [recon: PyTorch default 2048].
         visual_pooling: global visual pooling of X' (``cls``: first token, images; ``mean``: masked mean, videos).
@@ -144,6 +175,10 @@ class LECCR(RetrievalMethod):
         interaction_layers: CA_v / CA_s depth (2). attention_heads: 8. dropout: 0.1.
         slot_init: ``zeros`` (official) or ``normal`` with std ``slot_init_std`` (documented deviation).
         description_grad: back-propagate into the text encoder through descriptions (official: no_grad, False).
+        description_feature_dim: D of precomputed description token features (data ``description_features``):
+            when set, descriptions are read from ``batch["description_features"]`` [B, L, D] (mask
+            ``description_mask``) through Linear(D -> d) and the text encoder is not run on them; ``None`` encodes
+            the description text.
         temperature: initial learnable tau (0.07), no clamp as in the official code unless ``temperature_bounds``.
         objective: alignment objective of (v, t^s), (v, t^t), (t^s, t^t) (default: multi-positive InfoNCE with tau);
             its ``context`` holds ``pair`` (``vs``/``vt``/``st``), ``temperature``, ``progress`` and ``batch``.
@@ -168,6 +203,8 @@ class LECCR(RetrievalMethod):
         text_heads: int = 2,
         text_pooling: str = "cls",
         visual_encoder: str = "tokens",
+        timm_model: str = "resnet18",
+        timm_checkpoint: str | None = None,
         visual_width: int | None = None,
         frame_feedforward: int = 2048,
         visual_pooling: str = "cls",
@@ -180,6 +217,7 @@ class LECCR(RetrievalMethod):
         slot_init: str = "zeros",
         slot_init_std: float = 0.02,
         description_grad: bool = False,
+        description_feature_dim: int | None = None,
         temperature: float = 0.07,
         temperature_bounds: tuple[float, float] | None = None,
         objective: PairObjective | None = None,
@@ -201,10 +239,17 @@ class LECCR(RetrievalMethod):
             raise ValueError(f"dstl_weight: expected a value in [0, 1], got {dstl_weight}")
         self.text = HFTextEncoder(text_model, vocab_size, text_hidden, text_layers, text_heads, pooling=text_pooling)
         self.visual = LeccrVisualEncoder(
-            visual_encoder, visual_dim, visual_width, attention_heads, frame_feedforward, dropout
+            visual_encoder,
+            visual_dim,
+            visual_width,
+            attention_heads,
+            frame_feedforward,
+            dropout,
+            timm_model,
+            timm_checkpoint,
         )
         width = self.visual.out_dim
-        self.description_proj = nn.Linear(self.text.hidden_size, width)
+        self.description_proj = nn.Linear(description_feature_dim or self.text.hidden_size, width)
         self.slots = SemanticSlots(num_slots, width, slot_layers, attention_heads, dropout, slot_init, slot_init_std)
         self.interaction = SlotVisualInteraction(width, interaction_layers, attention_heads, dropout)
         self.text_head = nn.Linear(self.text.hidden_size, embed_dim)
@@ -232,16 +277,37 @@ class LECCR(RetrievalMethod):
             states, _ = self.text(tokens["input_ids"], tokens["attention_mask"])
         return self.slots(self.description_proj(states), tokens["attention_mask"].bool())
 
-    def encode_visual(self, batch: Mapping) -> dict[str, torch.Tensor]:
-        """Visual tokens X, slots S0, global v [B, e] and slot embeddings c [B, N, e] of a batch with descriptions."""
+    def feature_slots(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """S0 = CA_q(Q, W_z Z) [B, N, d] from precomputed description token features Z [B, L, D] (mask [B, L])."""
+        expected = self.hparams.description_feature_dim
+        if features.shape[-1] != expected:
+            raise ValueError(
+                f"description features have D={features.shape[-1]}, but description_feature_dim={expected}"
+            )
+        return self.slots(self.description_proj(features), mask.bool())
+
+    def batch_slots(self, batch: Mapping) -> torch.Tensor:
+        """S0 of a batch: from its precomputed description features when ``description_feature_dim`` is set, else
+        from its description text."""
+        if self.hparams.description_feature_dim is not None:
+            if "description_features" not in batch:
+                raise ValueError(
+                    "LECCR with description_feature_dim reads precomputed description features: add 'description' "
+                    "to data.init_args.roles and set data.init_args.description_features"
+                )
+            return self.feature_slots(batch["description_features"], batch["description_mask"])
         if "description" not in batch.get("text", {}):
             raise ValueError(
                 "LECCR needs the MLLM description of every visual item: add 'description' to "
-                "data.init_args.roles and set data.init_args.descriptions"
+                "data.init_args.roles and set data.init_args.descriptions (or set description_feature_dim and "
+                "data.init_args.description_features)"
             )
-        mask = batch["visual_mask"].bool()
-        tokens = self.visual(batch["visual"], mask)
-        slots = self.description_slots(batch["text"]["description"])
+        return self.description_slots(batch["text"]["description"])
+
+    def encode_visual(self, batch: Mapping) -> dict[str, torch.Tensor]:
+        """Visual tokens X, slots S0, global v [B, e] and slot embeddings c [B, N, e] of a batch with descriptions."""
+        tokens, mask = self.visual(batch["visual"], batch["visual_mask"])
+        slots = self.batch_slots(batch)
         enhanced, local = self.interaction(tokens, mask, slots)
         pooled = pool(enhanced, mask, self.hparams.visual_pooling)
         return {

@@ -16,7 +16,10 @@ from leccr_lightning.modules.detr import JointEncoder, SpanDecoder, input_projec
 
 
 class MomentDETR(GroundingDETRBase):
-    """Joint-encoder DETR with learned queries; defaults are the released QVHighlights config (§1.1)."""
+    """Joint-encoder DETR with learned queries; defaults are the released QVHighlights config (§1.1).
+
+    The loss, matching, optimiser and post-processing arguments are ``GroundingDETRBase``'s.
+    """
 
     def __init__(
         self,

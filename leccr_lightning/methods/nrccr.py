@@ -225,12 +225,8 @@ class NRCCR(RetrievalMethod):
             "batch": batch,
         }
         terms = {
-            "tri_source": self.objective(
-                source @ visual.T, positives, {**shared, "pair": "source", "text": source}
-            ),
-            "tri_target": self.objective(
-                target @ visual.T, positives, {**shared, "pair": "target", "text": target}
-            ),
+            "tri_source": self.objective(source @ visual.T, positives, {**shared, "pair": "source", "text": source}),
+            "tri_target": self.objective(target @ visual.T, positives, {**shared, "pair": "target", "text": target}),
             "sim": soft_target_distillation(
                 visual @ target.T / hp.sim_temperature, visual @ teacher.T / hp.sim_temperature
             ),
@@ -283,9 +279,7 @@ class NRCCR(RetrievalMethod):
         main_opt.zero_grad()
         self.manual_backward(losses["loss"])
         if self.hparams.grad_clip:
-            self.clip_gradients(
-                main_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm"
-            )
+            self.clip_gradients(main_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         main_opt.step()
         self.discriminator_step(losses)
         batch_size = int(batch["visual_index"].shape[0])
@@ -302,9 +296,7 @@ class NRCCR(RetrievalMethod):
         weight = self.translate_weight(stage)
         if weight == 0:
             return DotScorer("query", "gallery")
-        return FusedScorer(
-            [(DotScorer("translated", "gallery"), weight), (DotScorer("query", "gallery"), 1 - weight)]
-        )
+        return FusedScorer([(DotScorer("translated", "gallery"), weight), (DotScorer("query", "gallery"), 1 - weight)])
 
     def _metric(self, stage: str) -> RetrievalMetric:
         if stage not in self.metrics:

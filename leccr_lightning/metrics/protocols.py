@@ -12,12 +12,20 @@ captions; every metric is averaged over the five folds. COCO 5K: the full ``test
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from leccr_lightning.metrics.ranking import ndcg_at_k, retrieval_report
+from leccr_lightning.metrics.ranking import (
+    AUTO_CHUNK_ROWS,
+    MAX_FULL_SCORE_ELEMENTS,
+    _stable_top_k,
+    ndcg_at_k,
+    retrieval_report,
+    validate_chunk_size,
+)
+from leccr_lightning.metrics.scoring import Views, slice_views
 
 
 def ndcg_report(scores: Tensor, relevance: Tensor, k: int = 25, teran_v2t: bool = False) -> dict[str, float]:
@@ -29,10 +37,77 @@ def ndcg_report(scores: Tensor, relevance: Tensor, k: int = 25, teran_v2t: bool 
     relevance = torch.as_tensor(relevance)
     t2v = ndcg_at_k(scores, relevance, k)
     v2t = ndcg_at_k(scores.T.contiguous(), relevance.T.contiguous(), k)
+    return _ndcg_summary(t2v, v2t, k, teran_v2t)
+
+
+def _ndcg_summary(t2v: Tensor, v2t: Tensor, k: int, teran_v2t: bool) -> dict[str, float]:
+    """Mean per-query NDCG of both directions in percent (TERAN mode: v2t ignores queries whose NDCG is 0)."""
     if teran_v2t:
         v2t = v2t[v2t != 0]
     v2t_mean = float(v2t.double().mean()) if v2t.numel() else 0.0
     return {f"t2v_ndcg@{k}": 100.0 * float(t2v.double().mean()), f"v2t_ndcg@{k}": 100.0 * v2t_mean}
+
+
+def _dcg(ranked_relevance: Tensor) -> Tensor:
+    """DCG of relevance rows already in rank order: sum_r (2^rel_r - 1) / log2(r + 1), r = 1..k (itr spec §9.3)."""
+    ranks = torch.arange(2, ranked_relevance.shape[1] + 2, device=ranked_relevance.device)
+    return ((torch.exp2(ranked_relevance) - 1) / torch.log2(ranks.to(ranked_relevance.dtype))).sum(1)
+
+
+def ndcg_report_from_views(
+    queries: Views,
+    gallery: Views,
+    relevance: Callable[[Tensor, Tensor], Tensor],
+    scorer: Callable[[Views, Views], Tensor],
+    k: int = 25,
+    chunk_size: int | None = None,
+    teran_v2t: bool = False,
+) -> dict[str, float]:
+    """:func:`ndcg_report` of ``scorer(queries, gallery)`` against ``relevance(query_positions, gallery_positions)``
+    [Q, G], computed in chunks of queries: one [chunk, G] block of scores and of relevance at a time.
+
+    t2v: ``ndcg_at_k`` of each chunk's rows. v2t: every gallery column keeps its running top-k queries (ties by
+    lower query index, as ``ndcg_at_k`` of the transpose) and its running top-k relevance for the ideal DCG, so the
+    result equals ``ndcg_report`` of the full matrices. ``relevance.validate(Q, G)`` and ``scorer.fit`` run first
+    when present; ``chunk_size`` as in ``retrieval_report_from_views``.
+    """
+    validate_chunk_size(chunk_size)
+    num_queries = next(iter(queries.values())).shape[0]
+    num_gallery = next(iter(gallery.values())).shape[0]
+    if hasattr(relevance, "validate"):
+        relevance.validate(num_queries, num_gallery)
+    if chunk_size is None:
+        chunk_size = num_queries if num_queries * num_gallery <= MAX_FULL_SCORE_ELEMENTS else AUTO_CHUNK_ROWS
+    rows = min(chunk_size, num_queries)
+    if hasattr(scorer, "fit"):
+        scorer.fit(queries, gallery, rows)
+    gallery_positions = torch.arange(num_gallery)
+    t2v, top_scores, top_relevance, ideal = [], None, None, None
+    for start in range(0, num_queries, rows):
+        stop = min(start + rows, num_queries)
+        block = scorer(slice_views(queries, start, stop), gallery).float()
+        block_relevance = torch.as_tensor(relevance(torch.arange(start, stop), gallery_positions)).to(block.device)
+        if block_relevance.shape != block.shape:
+            raise ValueError(
+                f"relevance returned {list(block_relevance.shape)} for queries {start}:{stop}, "
+                f"expected {list(block.shape)}"
+            )
+        t2v.append(ndcg_at_k(block, block_relevance, k))
+        block_relevance = block_relevance.to(torch.promote_types(block_relevance.dtype, torch.float32))
+        if top_scores is None:
+            scores_by_item, relevance_by_item, ideal_pool = block.T, block_relevance.T, block_relevance.T
+        else:
+            scores_by_item = torch.cat([top_scores, block.T], 1)
+            relevance_by_item = torch.cat([top_relevance, block_relevance.T], 1)
+            ideal_pool = torch.cat([ideal, block_relevance.T], 1)
+        keep = min(k, scores_by_item.shape[1])
+        order = _stable_top_k(scores_by_item, keep)
+        top_scores, top_relevance = scores_by_item.gather(1, order), relevance_by_item.gather(1, order)
+        ideal = ideal_pool.topk(keep, dim=1).values
+    ideal_dcg = _dcg(ideal)
+    tiny = torch.finfo(ideal_dcg.dtype).tiny
+    v2t = torch.where(ideal_dcg > 0, _dcg(top_relevance) / ideal_dcg.clamp_min(tiny), torch.zeros_like(ideal_dcg))
+    return _ndcg_summary(torch.cat(t2v), v2t, k, teran_v2t)
 
 
 def full_report(

@@ -276,3 +276,46 @@ def load_relevance(path: str | Path, num_queries: int, num_gallery: int, transpo
     if matrix.shape != expected:
         raise DataFormatError(path, 0, f"expected a relevance matrix of shape {expected}, got {matrix.shape}")
     return matrix.T if transpose else matrix
+
+
+class SplitRelevance(ABC):
+    """Relevance r[q, g] of a whole evaluation split, read by query and gallery positions (NDCG in the report).
+
+    ``RetrievalMetric`` calls ``validate`` once with the split's sizes, then ``__call__`` per chunk of queries.
+    """
+
+    @abstractmethod
+    def validate(self, num_queries: int, num_gallery: int) -> None:
+        """Raise a ``ValueError`` naming the source when it does not cover ``num_queries`` x ``num_gallery``."""
+
+    @abstractmethod
+    def __call__(self, query_positions: Tensor, gallery_positions: Tensor) -> Tensor:
+        """The float block r[query_positions][:, gallery_positions], values in [0, 1]."""
+
+
+class PrecomputedRelevance(SplitRelevance):
+    """A relevance matrix on disk (``.npy`` or raw float32 ``.bin``, see :func:`load_relevance`), memory-mapped.
+
+    ``transpose``: the file is stored [candidate, query] (TERAN ``relevances/*.npy`` for the i2t direction).
+    """
+
+    def __init__(self, path: str, transpose: bool = False):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"relevance matrix {self.path} does not exist")
+        self.transpose = transpose
+        self._matrix: np.ndarray | None = None
+
+    def validate(self, num_queries: int, num_gallery: int) -> None:
+        self._matrix = load_relevance(self.path, num_queries, num_gallery, self.transpose)
+
+    def __call__(self, query_positions: Tensor, gallery_positions: Tensor) -> Tensor:
+        if self._matrix is None:
+            raise ValueError(f"PrecomputedRelevance({self.path}): call validate(num_queries, num_gallery) first")
+        rows = np.asarray(self._matrix[query_positions.cpu().numpy()], dtype=np.float32)
+        return torch.from_numpy(np.ascontiguousarray(rows[:, gallery_positions.cpu().numpy()]))
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_matrix"] = None
+        return state

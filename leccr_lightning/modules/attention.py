@@ -48,9 +48,7 @@ class SharedTextAttention(nn.Module):
     def prepare(self, states: torch.Tensor) -> torch.Tensor:
         """LN(LinearLayer(x) + pos) with dropout, for token states [B, L, H]."""
         if states.shape[1] > self.positions.num_embeddings:
-            raise ValueError(
-                f"sequence length {states.shape[1]} exceeds max_positions {self.positions.num_embeddings}"
-            )
+            raise ValueError(f"sequence length {states.shape[1]} exceeds max_positions {self.positions.num_embeddings}")
         x = self.input_layer(states)
         positions = torch.arange(x.shape[1], device=x.device)
         return self.dropout(self.position_norm(x + self.positions(positions)))
