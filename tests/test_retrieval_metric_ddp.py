@@ -102,7 +102,7 @@ def test_padded_shards_on_one_process_equal_the_plain_report():
     assert reports["dot"] == expected
     queries = {"target": split["target"], "target2en": split["target2en"]}
     fused = FusedScorer([(DotScorer("target2en"), 0.5), (DotScorer("target"), 0.5)])
-    assert reports["fused"] == retrieval_report_from_views(queries, split, split["targets"], fused)
+    assert reports["fused"] == retrieval_report_from_views(queries, {"gallery": split["gallery"]}, split["targets"], fused)
 
 
 @pytest.mark.ddp

@@ -125,6 +125,7 @@ class LeccrVisualEncoder(nn.Module):
         dropout: float,
         timm_model: str = "resnet18",
         timm_checkpoint: str | None = None,
+        timm_kwargs: dict | None = None,
     ):
         super().__init__()
         if kind not in VISUAL_ENCODERS:
@@ -133,7 +134,7 @@ class LeccrVisualEncoder(nn.Module):
         if kind == "timm":
             if in_dim != 3:
                 raise ValueError(f"visual_encoder 'timm' reads RGB pixels (visual_dim 3), got visual_dim={in_dim}")
-            self.backbone = TimmImageEncoder(timm_model, timm_checkpoint)
+            self.backbone = TimmImageEncoder(timm_model, timm_checkpoint, model_kwargs=timm_kwargs)
             in_dim = self.backbone.out_dim
         self.out_dim = width or in_dim
         self.project = nn.Identity() if width is None else nn.Linear(in_dim, width)
@@ -166,7 +167,8 @@ class LECCR(RetrievalMethod):
         text_pooling: sentence vector of the captions (``cls`` as in the paper).
         visual_encoder: ``tokens`` (images), ``frames`` (videos: one self-attention layer) or ``timm`` (raw images,
             data features kind ``images``: the backbone ``timm_model`` fine-tuned end to end, its token map as X;
-            weights from the local file ``timm_checkpoint``, random initialisation without one). A CNN's token map
+            weights from the local file ``timm_checkpoint``, random initialisation without one; ``timm_kwargs`` go to
+            ``timm.create_model``, e.g. ``{img_size: 384}`` for the paper's ViT-B/32 at 384 px). A CNN's token map
             has no [CLS] token: use ``visual_pooling: mean`` with it.
         visual_width: width d of the slot space; ``None`` keeps the feature dim (official: 512 CLIP / 4096 video).
         frame_feedforward: hidden size of the frame self-attention layer's MLP [recon: PyTorch default 2048].
@@ -205,6 +207,7 @@ class LECCR(RetrievalMethod):
         visual_encoder: str = "tokens",
         timm_model: str = "resnet18",
         timm_checkpoint: str | None = None,
+        timm_kwargs: dict | None = None,
         visual_width: int | None = None,
         frame_feedforward: int = 2048,
         visual_pooling: str = "cls",
@@ -247,6 +250,7 @@ class LECCR(RetrievalMethod):
             dropout,
             timm_model,
             timm_checkpoint,
+            timm_kwargs,
         )
         width = self.visual.out_dim
         self.description_proj = nn.Linear(description_feature_dim or self.text.hidden_size, width)

@@ -26,6 +26,10 @@ AUTO_CHUNK_ROWS = 1024
 """Query rows per score chunk when the full matrix is over budget (perf_anchors "near the floor" 4)."""
 COUNT_BLOCK_BYTES = 2**21
 """Bytes of scores compared per counting step on CPU (~2 MB stays in L2, perf_anchors rule 3)."""
+ACCELERATOR_COUNT_BLOCK_BYTES = 2**28
+"""The same on GPUs, where few large kernels beat cache-sized ones."""
+UINT8_ROWS = 255
+"""Most rows whose 0/1 hits can be summed in uint8 without overflow (then added to int32 counts)."""
 
 ScoreBlocks = Callable[[int, int], Tensor]
 
@@ -68,11 +72,10 @@ def validate_chunk_size(chunk_size: int | None) -> None:
         raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
 
 
-def _block_rows(chunk: Tensor) -> int:
-    """Rows per counting block: ~COUNT_BLOCK_BYTES of scores on CPU, the whole chunk on accelerators."""
-    if chunk.device.type != "cpu":
-        return max(1, chunk.shape[0])
-    return max(1, COUNT_BLOCK_BYTES // max(1, chunk.shape[1] * chunk.element_size()))
+def _block_rows(chunk: Tensor, bytes_per_score: int) -> int:
+    """Rows per counting block so that ``bytes_per_score`` bytes per score fit the device's block budget."""
+    budget = COUNT_BLOCK_BYTES if chunk.device.type == "cpu" else ACCELERATOR_COUNT_BLOCK_BYTES
+    return max(1, budget // max(1, chunk.shape[1] * bytes_per_score))
 
 
 def _check_finite(block: Tensor, row_offset: int) -> None:
@@ -87,7 +90,7 @@ def _check_finite(block: Tensor, row_offset: int) -> None:
 def _count_rows_above(chunk: Tensor, positives: Tensor, row_offset: int) -> Tensor:
     """Per row q of the chunk: #{g : S[q, g] > positives[q]} (int32, counted in cache-sized blocks)."""
     counts = torch.empty(chunk.shape[0], dtype=torch.int32, device=chunk.device)
-    step = _block_rows(chunk)
+    step = _block_rows(chunk, chunk.element_size())
     for start in range(0, chunk.shape[0], step):
         block = chunk[start : start + step]
         _check_finite(block, row_offset + start)
@@ -140,14 +143,14 @@ class _ColumnCounter:
 
     def update(self, chunk: Tensor) -> None:
         """Add the counts of one score chunk (rows = queries, all gallery columns)."""
-        step = _block_rows(chunk)
+        step = min(UINT8_ROWS, _block_rows(chunk, self.num_dense))
         for start in range(0, chunk.shape[0], step):
             block = chunk[start : start + step]
-            for level in range(self.num_dense):
-                self.dense_counts[level] += (block > self.thresholds[level]).sum(0, dtype=torch.int32)
+            hits = block[:, None, :] > self.thresholds
+            self.dense_counts += hits.view(torch.uint8).sum(0, dtype=torch.uint8)
             if self.tail_items.numel():
-                gathered = block.index_select(1, self.tail_items)
-                self.tail_counts += (gathered > self.tail_thresholds).sum(0, dtype=torch.int32)
+                tail_hits = block.index_select(1, self.tail_items) > self.tail_thresholds
+                self.tail_counts += tail_hits.view(torch.uint8).sum(0, dtype=torch.uint8)
 
     def best_ranks(self) -> Tensor:
         """v2t rank of each item with captions: 1 + #captions scored strictly above its best positive."""

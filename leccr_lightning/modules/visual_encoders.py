@@ -55,15 +55,24 @@ class TimmImageEncoder(nn.Module):
     """A timm backbone on raw images [B, 3, H, W] (end-to-end fine-tuning); weights only from a local file.
 
     ``checkpoint`` is a local ``.safetensors``/``.pth`` loaded through ``pretrained_cfg_overlay`` (which drops a
-    classifier head); without it the backbone is randomly initialised. Returns (tokens [B, N, C], pooled [B, C]).
+    classifier head); without it the backbone is randomly initialised. ``model_kwargs`` go to ``timm.create_model``
+    (e.g. ``{"img_size": 384}`` for a ViT at LECCR's 384 px, whose position embeddings timm interpolates). Returns (tokens [B, N, C], pooled [B, C]).
     """
 
-    def __init__(self, model_name: str = "resnet18", checkpoint: str | None = None, trainable: bool = True):
+    def __init__(
+        self,
+        model_name: str = "resnet18",
+        checkpoint: str | None = None,
+        trainable: bool = True,
+        model_kwargs: dict | None = None,
+    ):
         super().__init__()
         import timm
 
-        overlay = {"pretrained_cfg_overlay": {"file": checkpoint}} if checkpoint else {}
-        self.backbone = timm.create_model(model_name, pretrained=checkpoint is not None, num_classes=0, **overlay)
+        kwargs = dict(model_kwargs or {})
+        if checkpoint:
+            kwargs["pretrained_cfg_overlay"] = {"file": checkpoint}
+        self.backbone = timm.create_model(model_name, pretrained=checkpoint is not None, num_classes=0, **kwargs)
         self.backbone.requires_grad_(trainable)
         self.out_dim = int(self.backbone.num_features)
 
