@@ -56,7 +56,8 @@ class TimmImageEncoder(nn.Module):
 
     ``checkpoint`` is a local ``.safetensors``/``.pth`` loaded through ``pretrained_cfg_overlay`` (which drops a
     classifier head); without it the backbone is randomly initialised. ``model_kwargs`` go to ``timm.create_model``
-    (e.g. ``{"img_size": 384}`` for a ViT at LECCR's 384 px, whose position embeddings timm interpolates). Returns (tokens [B, N, C], pooled [B, C]).
+    (e.g. ``{"img_size": 384}`` for a ViT at LECCR's 384 px, whose position embeddings timm interpolates).
+    Returns (tokens [B, N, C], pooled [B, C]).
     """
 
     def __init__(
