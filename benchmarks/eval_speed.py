@@ -27,16 +27,12 @@ RATIO_GOAL = 1.5
 
 def parse_args() -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="coco5k,vatex", help=f"comma-separated, from {sorted(SHAPES)}")
     parser.add_argument("--dim", type=int, default=1024, help="embedding dimension d")
     parser.add_argument("--repeats", type=int, default=3, help="timed A/B pairs per shape (median reported)")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads")
-    parser.add_argument(
-        "--noise-scale", type=float, default=11.0, help="caption noise scale (perf_anchors: 11)"
-    )
+    parser.add_argument("--noise-scale", type=float, default=11.0, help="caption noise scale (perf_anchors: 11)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     unknown = [name for name in args.shapes.split(",") if name not in SHAPES]

@@ -122,7 +122,7 @@ def test_items_without_captions_are_skipped_and_do_not_rank():
 
 def test_matches_brute_force_with_ties_and_uneven_captions():
     generator = torch.Generator().manual_seed(0)
-    for num_queries, num_gallery in ((1, 1), (17, 5), (30, 40), (120, 30)):
+    for num_queries, num_gallery in ((1, 1), (17, 5), (30, 40), (120, 30), (700, 3)):  # 700 > uint8 rows
         targets = torch.randint(0, num_gallery, (num_queries,), generator=generator)
         scores = torch.randint(0, 4, (num_queries, num_gallery), generator=generator).float()
         assert_reports_close(retrieval_report(scores, targets), brute_force_report(scores, targets))
@@ -178,13 +178,11 @@ def test_fused_weight_one_zero_ranks_like_first_term():
     alone = DotScorer("a")
     for chunk_size in (None, 4):
         expected = retrieval_report_from_views(queries, gallery, targets, alone, chunk_size=chunk_size)
-        assert (
-            retrieval_report_from_views(queries, gallery, targets, fused, chunk_size=chunk_size) == expected
-        )
+        assert retrieval_report_from_views(queries, gallery, targets, fused, chunk_size=chunk_size) == expected
 
 
 def test_fused_minmax_output_spans_unit_interval():
-    queries, gallery = {"query": torch.randn(10, 4)}, {"gallery": torch.randn(5, 4)}
+    queries, gallery = {"query": exact_embeddings(10, 4, seed=15)}, {"gallery": exact_embeddings(5, 4, seed=16)}
     scores = FusedScorer([(DotScorer(), 1.0)]).fit(queries, gallery, chunk_size=3)(queries, gallery)
     assert float(scores.min()) == 0.0
     assert float(scores.max()) == 1.0
@@ -201,9 +199,7 @@ def test_fused_views_equal_brute_force_minmax_fusion():
     expected = retrieval_report(brute, targets)
     scorer = FusedScorer([(DotScorer("target2en"), 0.2), (DotScorer("target"), 0.8)])
     for chunk_size in (None, 1, 5):
-        assert (
-            retrieval_report_from_views(queries, gallery, targets, scorer, chunk_size=chunk_size) == expected
-        )
+        assert retrieval_report_from_views(queries, gallery, targets, scorer, chunk_size=chunk_size) == expected
 
 
 def test_unnormalized_fusion_is_a_weighted_sum_without_fit():
@@ -228,14 +224,14 @@ def test_recall_matches_torchmetrics_hit_rate_multi_positive():
     positive = targets[:, None] == torch.arange(6)
     for k in (1, 2, 3):
         v2t = RetrievalHitRate(top_k=k, empty_target_action="skip")
-        assert 100 * float(
-            v2t(scores.flatten(), positive.flatten(), indexes=items.flatten())
-        ) == pytest.approx(report[f"v2t_r{k}"], abs=1e-4)
+        assert 100 * float(v2t(scores.flatten(), positive.flatten(), indexes=items.flatten())) == pytest.approx(
+            report[f"v2t_r{k}"], abs=1e-4
+        )
         t2v = RetrievalHitRate(top_k=k)
         queries = torch.arange(14)[:, None].expand(14, 6)
-        assert 100 * float(
-            t2v(scores.flatten(), positive.flatten(), indexes=queries.flatten())
-        ) == pytest.approx(report[f"t2v_r{k}"], abs=1e-4)
+        assert 100 * float(t2v(scores.flatten(), positive.flatten(), indexes=queries.flatten())) == pytest.approx(
+            report[f"t2v_r{k}"], abs=1e-4
+        )
 
 
 def test_ndcg_hand_checked_graded():
@@ -288,9 +284,7 @@ def test_ndcg_matches_torchmetrics_on_binary_relevance():
         (lambda: retrieval_report(HAND_SCORES, HAND_TARGETS, ks=(0, 5)), "positive ints"),
         (lambda: retrieval_report(HAND_SCORES, HAND_TARGETS, ks=(1, 1)), "repeat"),
         (
-            lambda: retrieval_report_from_embeddings(
-                torch.randn(4, 3), torch.randn(3, 3), HAND_TARGETS, chunk_size=0
-            ),
+            lambda: retrieval_report_from_embeddings(torch.randn(4, 3), torch.randn(3, 3), HAND_TARGETS, chunk_size=0),
             "chunk_size",
         ),
         (
@@ -322,9 +316,7 @@ def test_ndcg_matches_torchmetrics_on_binary_relevance():
             r"expected \[4, 3\]",
         ),
         (
-            lambda: FusedScorer([(DotScorer(), 1.0)])(
-                {"query": torch.randn(2, 2)}, {"gallery": torch.randn(2, 2)}
-            ),
+            lambda: FusedScorer([(DotScorer(), 1.0)])({"query": torch.randn(2, 2)}, {"gallery": torch.randn(2, 2)}),
             "call fit",
         ),
         (lambda: ndcg_at_k(HAND_SCORES, torch.zeros(4, 2), 1), "shape of scores"),

@@ -45,9 +45,7 @@ def shard(size: int, rank: int, world_size: int) -> list[int]:
     return list(DistributedSampler(range(size), num_replicas=world_size, rank=rank, shuffle=True, seed=3))
 
 
-def feed(
-    metrics: dict[str, RetrievalMetric], split: dict[str, torch.Tensor], rank: int, world_size: int
-) -> None:
+def feed(metrics: dict[str, RetrievalMetric], split: dict[str, torch.Tensor], rank: int, world_size: int) -> None:
     """Update the metrics batch by batch with this rank's padded shards of queries and gallery."""
     queries, items = shard(NUM_QUERIES, rank, world_size), shard(NUM_GALLERY, rank, world_size)
     for start in range(0, len(queries), BATCH):
@@ -62,10 +60,7 @@ def feed(
 
 
 def as_floats(metrics: dict[str, RetrievalMetric]) -> dict[str, dict[str, float]]:
-    return {
-        name: {key: float(value) for key, value in metric.compute().items()}
-        for name, metric in metrics.items()
-    }
+    return {name: {key: float(value) for key, value in metric.compute().items()} for name, metric in metrics.items()}
 
 
 def ddp_worker(rank: int, port: int, results: multiprocessing.Queue) -> None:
@@ -73,9 +68,7 @@ def ddp_worker(rank: int, port: int, results: multiprocessing.Queue) -> None:
     try:
         os.environ["GLOO_SOCKET_IFNAME"] = "lo"
         torch.set_num_threads(1)
-        dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE
-        )
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
         metrics = make_metrics()
         feed(metrics, eval_split(), rank, WORLD_SIZE)
         results.put((rank, as_floats(metrics)))
@@ -96,13 +89,13 @@ def test_padded_shards_on_one_process_equal_the_plain_report():
     for rank in range(WORLD_SIZE):  # every shard, duplicates included, fed to one process
         feed(metrics, split, rank, WORLD_SIZE)
     reports = as_floats(metrics)
-    expected = retrieval_report_from_embeddings(
-        split["target"], split["gallery"], split["targets"], chunk_size=5
-    )
+    expected = retrieval_report_from_embeddings(split["target"], split["gallery"], split["targets"], chunk_size=5)
     assert reports["dot"] == expected
     queries = {"target": split["target"], "target2en": split["target2en"]}
     fused = FusedScorer([(DotScorer("target2en"), 0.5), (DotScorer("target"), 0.5)])
-    assert reports["fused"] == retrieval_report_from_views(queries, {"gallery": split["gallery"]}, split["targets"], fused)
+    assert reports["fused"] == retrieval_report_from_views(
+        queries, {"gallery": split["gallery"]}, split["targets"], fused
+    )
 
 
 @pytest.mark.ddp
@@ -136,9 +129,7 @@ def test_plain_tensor_views_use_the_default_view_names():
     metric = RetrievalMetric(query_view="text", gallery_view="video")
     metric.update("query", torch.arange(NUM_QUERIES), split["target"], split["targets"])
     metric.update("gallery", torch.arange(NUM_GALLERY), {"video": split["gallery"]})
-    assert metric.compute() == retrieval_report_from_embeddings(
-        split["target"], split["gallery"], split["targets"]
-    )
+    assert metric.compute() == retrieval_report_from_embeddings(split["target"], split["gallery"], split["targets"])
 
 
 def test_missing_position_is_named():

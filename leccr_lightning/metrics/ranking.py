@@ -54,9 +54,7 @@ def _check_query_to_gallery(query_to_gallery: Tensor, num_queries: int, num_gall
             f"got {list(query_to_gallery.shape)}"
         )
     if num_queries == 0 or num_gallery == 0:
-        raise ValueError(
-            f"need at least one query and one gallery item, got Q={num_queries}, G={num_gallery}"
-        )
+        raise ValueError(f"need at least one query and one gallery item, got Q={num_queries}, G={num_gallery}")
     bad = ((query_to_gallery < 0) | (query_to_gallery >= num_gallery)).nonzero()
     if bad.numel():
         q = int(bad[0])
@@ -94,9 +92,7 @@ def _count_rows_above(chunk: Tensor, positives: Tensor, row_offset: int) -> Tens
     for start in range(0, chunk.shape[0], step):
         block = chunk[start : start + step]
         _check_finite(block, row_offset + start)
-        counts[start : start + step] = (block > positives[start : start + step, None]).sum(
-            1, dtype=torch.int32
-        )
+        counts[start : start + step] = (block > positives[start : start + step, None]).sum(1, dtype=torch.int32)
     return counts
 
 
@@ -104,18 +100,19 @@ class _ColumnCounter:
     """Counts, for every caption q, #{q' : S[q', j] > S[q, j]} in its item's column j = query_to_gallery[q].
 
     Captions are ordered per item by score (descending); the i-th of an item is "level i". Levels held by at
-    least half of the gallery are compared against whole blocks (missing items get +inf thresholds, which
-    nothing exceeds); the rare deeper levels are compared on gathered columns, so the work stays ~Q*Q_block.
-    Level 0 is each item's best positive (``scatter_reduce`` amax), which gives the v2t rank.
+    least half of the gallery are compared against whole blocks in one batched comparison (missing items
+    get +inf thresholds, which nothing exceeds); the rare deeper levels are compared on gathered columns,
+    so a skewed item does not multiply the work. Hits are summed in uint8 over <= UINT8_ROWS rows, then
+    added to int32 counts. Level 0 is each item's best positive (``scatter_reduce`` amax): the v2t rank.
     """
 
     def __init__(self, positives: Tensor, query_to_gallery: Tensor, num_gallery: int) -> None:
         device = positives.device
         num_queries = positives.numel()
         by_score = torch.sort(positives, descending=True, stable=True).indices
-        self.order = by_score[torch.sort(query_to_gallery[by_score], stable=True).indices]
-        self.items = query_to_gallery[self.order]
-        scores = positives[self.order]
+        order = by_score[torch.sort(query_to_gallery[by_score], stable=True).indices]
+        self.items = query_to_gallery[order]
+        scores = positives[order]
         self.captions_per_item = torch.bincount(query_to_gallery, minlength=num_gallery)
         starts = torch.cumsum(self.captions_per_item, 0) - self.captions_per_item
         index = torch.arange(num_queries, device=device)
@@ -127,9 +124,7 @@ class _ColumnCounter:
 
         coverage = torch.bincount(self.level)
         self.num_dense = max(1, int((2 * coverage >= num_gallery).sum()))
-        thresholds = torch.full(
-            (self.num_dense, num_gallery), float("inf"), dtype=positives.dtype, device=device
-        )
+        thresholds = torch.full((self.num_dense, num_gallery), float("inf"), dtype=positives.dtype, device=device)
         thresholds[0].scatter_reduce_(0, query_to_gallery, positives, "amax", include_self=False)
         deeper = (self.level >= 1) & (self.level < self.num_dense)
         thresholds[self.level[deeper], self.items[deeper]] = scores[deeper]
@@ -227,9 +222,7 @@ def _evaluate(
     return report
 
 
-def retrieval_report(
-    scores: Tensor, query_to_gallery: Tensor, ks: Sequence[int] = (1, 5, 10)
-) -> dict[str, float]:
+def retrieval_report(scores: Tensor, query_to_gallery: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Retrieval metrics of a text->visual score matrix ``scores`` [Q, G] (row = caption, column = item).
 
     Returns python floats: ``t2v_r{k}``, ``t2v_medr``, ``t2v_meanr``, ``t2v_map``, the same for ``v2t`` and
@@ -240,9 +233,7 @@ def retrieval_report(
     The scores are used in the dtype given (no cast).
     """
     if not isinstance(scores, Tensor) or scores.dim() != 2 or not scores.dtype.is_floating_point:
-        raise ValueError(
-            f"scores must be a floating [Q, G] tensor, got {getattr(scores, 'shape', type(scores))}"
-        )
+        raise ValueError(f"scores must be a floating [Q, G] tensor, got {getattr(scores, 'shape', type(scores))}")
     ks = validate_ks(ks)
     num_queries, num_gallery = scores.shape
     query_to_gallery = _check_query_to_gallery(query_to_gallery, num_queries, num_gallery).to(scores.device)
@@ -259,9 +250,7 @@ def _num_rows(views: Views, role: str) -> int:
     first = next(iter(sizes.values()))
     for name, size in sizes.items():
         if size != first:
-            raise ValueError(
-                f"{role} view {name!r} has {size} rows, expected {first} like the others: {sizes}"
-            )
+            raise ValueError(f"{role} view {name!r} has {size} rows, expected {first} like the others: {sizes}")
     return first
 
 
@@ -355,20 +344,15 @@ def ndcg_at_k(scores: Tensor, relevance: Tensor, k: int) -> Tensor:
     truncated at k; NDCG = DCG / IDCG and 0 where IDCG = 0. ``relevance`` >= 0, same shape as ``scores``.
     """
     if not isinstance(scores, Tensor) or scores.dim() != 2 or not scores.dtype.is_floating_point:
-        raise ValueError(
-            f"scores must be a floating [Q, G] tensor, got {getattr(scores, 'shape', type(scores))}"
-        )
+        raise ValueError(f"scores must be a floating [Q, G] tensor, got {getattr(scores, 'shape', type(scores))}")
     if not isinstance(relevance, Tensor) or relevance.shape != scores.shape:
         raise ValueError(
-            f"relevance must have the shape of scores {list(scores.shape)}, "
-            f"got {list(getattr(relevance, 'shape', []))}"
+            f"relevance must have the shape of scores {list(scores.shape)}, got {list(getattr(relevance, 'shape', []))}"
         )
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
     if scores.numel() == 0:
-        raise ValueError(
-            f"need at least one query and one gallery item, got scores of shape {list(scores.shape)}"
-        )
+        raise ValueError(f"need at least one query and one gallery item, got scores of shape {list(scores.shape)}")
     _check_finite(scores, 0)
     relevance = relevance.to(torch.promote_types(relevance.dtype, torch.float32))
     bad = (~torch.isfinite(relevance) | (relevance < 0)).any(1).nonzero()

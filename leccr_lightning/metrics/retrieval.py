@@ -109,14 +109,11 @@ class RetrievalMetric(Metric):
         for name, view in views.items():
             if view.shape[0] != positions.numel():
                 raise ValueError(
-                    f"RetrievalMetric: {role} view {name!r} has {view.shape[0]} rows "
-                    f"for {positions.numel()} positions"
+                    f"RetrievalMetric: {role} view {name!r} has {view.shape[0]} rows for {positions.numel()} positions"
                 )
         if role == "query":
             if targets is None or targets.shape != positions.shape or targets.dtype.is_floating_point:
-                raise ValueError(
-                    "RetrievalMetric: query updates need integer targets [B] (gallery positions)"
-                )
+                raise ValueError("RetrievalMetric: query updates need integer targets [B] (gallery positions)")
             self.query_targets.append(targets.long())
         elif targets is not None:
             raise ValueError("RetrievalMetric: gallery updates take no targets")

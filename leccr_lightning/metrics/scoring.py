@@ -71,9 +71,7 @@ class FusedScorer:
             raise ValueError("FusedScorer needs at least one (scorer, weight) term")
         for index, term in enumerate(terms):
             if len(term) != 2 or not callable(term[0]) or not isinstance(term[1], int | float):
-                raise ValueError(
-                    f"FusedScorer term {index} must be (callable scorer, float weight), got {term!r}"
-                )
+                raise ValueError(f"FusedScorer term {index} must be (callable scorer, float weight), got {term!r}")
         self.terms = [(scorer, float(weight)) for scorer, weight in terms]
         self.normalize = normalize
         self.ranges: list[tuple[Tensor, Tensor]] | None = None
