@@ -1,5 +1,6 @@
-"""Every CCR recipe (baseline, NRCCR, CL2CM, DCOT) for the real data loads and trains one step on a synthetic collection written with the
-real file names (tiny text model and trained tokenizer instead of mBERT, which is not on this machine)."""
+"""Every CCR recipe (baseline, NRCCR, CL2CM, DCOT) for the real data loads and trains one step on a synthetic
+collection written with the real file names (tiny text model and trained tokenizer instead of mBERT, which is not on
+this machine)."""
 
 from __future__ import annotations
 

@@ -58,8 +58,7 @@ def _worker(rank: int, port: int, results: mp.Queue) -> None:
         mask = positive_mask_from_ids(IDS[rows], ids_all)
         temperature = log_temperature.exp()
         loss = 0.5 * (
-            info_nce(v_local @ t_all.t() / temperature, mask)
-            + info_nce(t_local @ v_all.t() / temperature, mask)
+            info_nce(v_local @ t_all.t() / temperature, mask) + info_nce(t_local @ v_all.t() / temperature, mask)
         )
         loss.backward()
         grads = [p.grad.numpy().copy() for p in _parameters(visual_tower, text_tower)]
@@ -110,13 +109,9 @@ def test_gathered_local_loss_matches_full_batch_gradients() -> None:
 
     visual, text, visual_tower, text_tower, log_temperature = _problem()
     mask = positive_mask_from_ids(IDS, IDS)
-    full = symmetric_info_nce(
-        _embed(visual_tower, visual) @ _embed(text_tower, text).t(), mask, log_temperature.exp()
-    )
+    full = symmetric_info_nce(_embed(visual_tower, visual) @ _embed(text_tower, text).t(), mask, log_temperature.exp())
     full.backward()
-    reference = [p.grad.numpy() for p in _parameters(visual_tower, text_tower)] + [
-        log_temperature.grad.numpy()
-    ]
+    reference = [p.grad.numpy() for p in _parameters(visual_tower, text_tower)] + [log_temperature.grad.numpy()]
 
     assert np.mean([by_rank[r][1] for r in range(WORLD)]) == pytest.approx(full.item(), rel=1e-12)
     for index, expected in enumerate(reference):

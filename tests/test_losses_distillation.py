@@ -73,9 +73,7 @@ def test_kl_to_soft_target_orientations() -> None:
 def test_kl_is_zero_iff_student_matches_target() -> None:
     logits = _logits(seed=9)
     assert kl_to_soft_target(logits, torch.softmax(logits, dim=1)).item() == pytest.approx(0.0, abs=1e-12)
-    assert kl_to_soft_target(logits, torch.softmax(logits, dim=0), dim=0).item() == pytest.approx(
-        0.0, abs=1e-12
-    )
+    assert kl_to_soft_target(logits, torch.softmax(logits, dim=0), dim=0).item() == pytest.approx(0.0, abs=1e-12)
     assert kl_to_soft_target(logits, torch.softmax(_logits(seed=10), dim=1)).item() > 1e-3
 
 
@@ -113,9 +111,7 @@ def test_mix_targets_rows_sum_to_one_no_grad_and_affine_invariant() -> None:
     assert torch.allclose(mix_targets(2 * primary + 1, 0.5 * secondary - 3), target)
     expected = torch.softmax(0.8 * minmax_normalize(primary.detach()) + 0.2 * minmax_normalize(secondary), 1)
     assert torch.allclose(target, expected)
-    assert torch.allclose(
-        mix_targets(primary, secondary, alpha=1.0), torch.softmax(minmax_normalize(primary), 1)
-    )
+    assert torch.allclose(mix_targets(primary, secondary, alpha=1.0), torch.softmax(minmax_normalize(primary), 1))
 
 
 def test_slot_diversity_identical_orthogonal_and_gradient() -> None:

@@ -43,9 +43,7 @@ def test_triplet_hand_computed_3x3() -> None:
     assert rows_all.item() == pytest.approx(0.1 + 0.1 + 0.55)
     nrccr = bidirectional(hinge_triplet, HAND, EYE3, (1.0, 1.0))
     assert nrccr.item() == pytest.approx(0.65 + 0.75)
-    assert bidirectional(hinge_triplet, HAND, EYE3, (1.0, 1.0), mining="all").item() == pytest.approx(
-        0.75 + 0.75
-    )
+    assert bidirectional(hinge_triplet, HAND, EYE3, (1.0, 1.0), mining="all").item() == pytest.approx(0.75 + 0.75)
     mean = hinge_triplet(HAND, EYE3, mining="hardest", reduction="mean")
     assert mean.item() == pytest.approx(0.65 / 3)
 
@@ -101,9 +99,7 @@ def test_bidirectional_symmetric_under_transpose(mining: str) -> None:
     forward = bidirectional(hinge_triplet, scores, mask, (1, 1), mining=mining, selective_eps=0.05)
     swapped = bidirectional(hinge_triplet, scores.t(), mask.t(), (1, 1), mining=mining, selective_eps=0.05)
     assert forward.item() == pytest.approx(swapped.item(), rel=1e-12)
-    assert forward.item() != pytest.approx(
-        hinge_triplet(scores, mask, mining=mining, selective_eps=0.05).item()
-    )
+    assert forward.item() != pytest.approx(hinge_triplet(scores, mask, mining=mining, selective_eps=0.05).item())
 
 
 def test_soft_triplet_matches_formula_and_tends_to_hardest() -> None:
@@ -160,9 +156,7 @@ def test_info_nce_identity_mask_equals_cross_entropy() -> None:
     labels = torch.tensor([3, 0, 8, 1, 1, 5])
     mask[torch.arange(6), labels] = True
     assert torch.allclose(info_nce(logits, mask), F.cross_entropy(logits, labels))
-    assert torch.allclose(
-        info_nce(logits, mask, reduction="sum"), F.cross_entropy(logits, labels, reduction="sum")
-    )
+    assert torch.allclose(info_nce(logits, mask, reduction="sum"), F.cross_entropy(logits, labels, reduction="sum"))
 
 
 def test_info_nce_multi_positive_hand_value() -> None:
@@ -191,9 +185,7 @@ def test_rows_without_negative_keep_gradients_finite() -> None:
     assert torch.equal(scores.grad[0], torch.zeros(3, dtype=torch.float64))
     for mining in ("hardest", "all", "soft"):
         mean = hinge_triplet(scores, mask, mining=mining, reduction="mean")
-        assert mean.item() == pytest.approx(
-            hinge_triplet(scores[1:], mask[1:], mining=mining, reduction="mean").item()
-        )
+        assert mean.item() == pytest.approx(hinge_triplet(scores[1:], mask[1:], mining=mining, reduction="mean").item())
 
 
 def test_symmetric_info_nce_clip_form_and_learnable_temperature() -> None:
@@ -220,9 +212,7 @@ def test_id_mask_excludes_same_item_captions_but_eye_does_not() -> None:
     ids = torch.tensor([0, 1, 0])
     scores = torch.tensor([[0.9, 0.1, 0.85], [0.1, 0.9, 0.1], [0.85, 0.1, 0.9]], dtype=torch.float64)
     id_mask = positive_mask_from_ids(ids, ids)
-    assert torch.equal(
-        id_mask, torch.tensor([[True, False, True], [False, True, False], [True, False, True]])
-    )
+    assert torch.equal(id_mask, torch.tensor([[True, False, True], [False, True, False], [True, False, True]]))
     # Official behaviour (eye): captions 0 and 2 of the same image are negatives: 2 * [0.2 + 0.85 - 0.9]_+.
     assert hinge_triplet(scores, EYE3).item() == pytest.approx(0.3)
     assert hinge_triplet(scores, id_mask).item() == 0.0

@@ -34,9 +34,7 @@ def _reference_ndcg(scores: torch.Tensor, relevance: torch.Tensor, k: int | None
 def test_smooth_ndcg_tends_to_exact_ndcg() -> None:
     scores, relevance = _case()
     exact = _reference_ndcg(scores, relevance)
-    errors = [
-        abs(1 - smooth_ndcg_loss(scores, relevance, tau=tau).item() - exact) for tau in (0.1, 0.01, 1e-5)
-    ]
+    errors = [abs(1 - smooth_ndcg_loss(scores, relevance, tau=tau).item() - exact) for tau in (0.1, 0.01, 1e-5)]
     assert errors[2] < 1e-4
     assert errors[0] > errors[1] > errors[2]
 
@@ -82,9 +80,7 @@ def test_ideal_with_tied_relevance() -> None:
 
 def test_smooth_ndcg_gradients_finite_for_ties_and_rows_without_gain_skipped() -> None:
     scores = torch.zeros(3, 4, dtype=torch.float64, requires_grad=True)
-    relevance = torch.tensor(
-        [[1.0, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.2, 0.0, 0.9, 0.1]], dtype=torch.float64
-    )
+    relevance = torch.tensor([[1.0, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.2, 0.0, 0.9, 0.1]], dtype=torch.float64)
     loss = smooth_ndcg_loss(scores, relevance)
     loss.backward()
     assert torch.isfinite(scores.grad).all() and scores.grad.abs().sum() > 0
@@ -115,9 +111,7 @@ def test_kendall_paper_form_hand_value_and_monotone() -> None:
     expected = sum(1 - math.tanh(d / 0.1) for d in (0.2 - 0.5, 0.2 - 0.1, 0.5 - 0.1)) / 3
     assert kendall_rank_loss(scores, relevance, form="paper").item() == pytest.approx(expected)
     fixed = torch.tensor([[0.6, 0.5, 0.1]], dtype=torch.float64)
-    assert kendall_rank_loss(fixed, relevance, form="paper") < kendall_rank_loss(
-        scores, relevance, form="paper"
-    )
+    assert kendall_rank_loss(fixed, relevance, form="paper") < kendall_rank_loss(scores, relevance, form="paper")
 
 
 def test_kendall_zero_when_concordant_positive_when_reversed_no_nan_without_pairs() -> None:

@@ -49,8 +49,14 @@ def test_agent_command_trains_and_logs_the_sweep_metric(path, synthetic_root, tm
     cli = lightning_main(
         argv[1:]
         + [
-            "--data.init_args.root", str(synthetic_root), "--trainer.max_epochs", "1",
-            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.default_root_dir", str(tmp_path),
+            "--data.init_args.root",
+            str(synthetic_root),
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--trainer.default_root_dir",
+            str(tmp_path),
         ]
     )
     assert sweep["metric"]["name"] in cli.trainer.callback_metrics

@@ -65,9 +65,7 @@ def kl_to_soft_target(
     return per_entry.sum() / n_distributions
 
 
-def feature_distillation(
-    student: Tensor, teacher: Tensor, beta: float = 4.0, detach_teacher: bool = False
-) -> Tensor:
+def feature_distillation(student: Tensor, teacher: Tensor, beta: float = 4.0, detach_teacher: bool = False) -> Tensor:
     """SmoothL1 (mean over elements) with threshold ``beta`` (NRCCR L_feat, ccr spec §2.2 item 3).
 
     For unit vectors |diff| <= 2 < beta = 4, so this equals MSE / (2 beta) = MSE / 8. NRCCR does not detach
@@ -92,9 +90,7 @@ def minmax_normalize(x: Tensor, dim: int | None = None, eps: float = 1e-12) -> T
     return (x - low) / (high - low).clamp(min=eps)
 
 
-def mix_targets(
-    primary_scores: Tensor, secondary_scores: Tensor, alpha: float = 0.8, dim: int = -1
-) -> Tensor:
+def mix_targets(primary_scores: Tensor, secondary_scores: Tensor, alpha: float = 0.8, dim: int = -1) -> Tensor:
     """Y = softmax(alpha * mm(primary) + (1 - alpha) * mm(secondary)) along ``dim``, detached.
 
     LECCR L_dstl target (ccr spec §3.3 item 5): primary = t^s v^T (English text vs visual), secondary = the

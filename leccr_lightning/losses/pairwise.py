@@ -26,8 +26,7 @@ def check_pair_inputs(scores: Tensor, other: Tensor, other_name: str) -> None:
         )
     if other.shape != scores.shape:
         raise ValueError(
-            f"{other_name}: expected shape {tuple(scores.shape)} (the shape of scores), "
-            f"got {tuple(other.shape)}"
+            f"{other_name}: expected shape {tuple(scores.shape)} (the shape of scores), got {tuple(other.shape)}"
         )
 
 
@@ -214,7 +213,6 @@ def positive_mask_from_ids(row_ids: Tensor, col_ids: Tensor) -> Tensor:
     """P_ij = (row_ids[i] == col_ids[j]): items sharing a visual index are positives of each other."""
     if row_ids.dim() != 1 or col_ids.dim() != 1:
         raise ValueError(
-            f"row_ids/col_ids: expected 1-D id vectors, got shapes {tuple(row_ids.shape)} "
-            f"and {tuple(col_ids.shape)}"
+            f"row_ids/col_ids: expected 1-D id vectors, got shapes {tuple(row_ids.shape)} and {tuple(col_ids.shape)}"
         )
     return row_ids[:, None] == col_ids[None, :]

@@ -120,10 +120,8 @@ def kendall_rank_loss(
         offset = positions[None, :] - positions[:, None]
         valid = valid & (offset >= 1) & (offset <= window)
     score_gap = ranked_scores[:, :, None] - ranked_scores[:, None, :]
-    if form == "hinge":
-        values = (margin - score_gap).clamp(min=0)
-    else:
-        values = 1.0 - torch.tanh(score_gap / surrogate_tau)
+    hinge = form == "hinge"
+    values = (margin - score_gap).clamp(min=0) if hinge else 1.0 - torch.tanh(score_gap / surrogate_tau)
     if not hard_mining:
         return masked_reduce(values, valid, "mean")
     worst = values.masked_fill(~valid, float("-inf")).max(dim=2).values

@@ -23,9 +23,7 @@ def _marginal(weights: Tensor | None, size: int, cost: Tensor, name: str) -> Ten
     if weights is None:
         return ot.unif(size, type_as=cost)
     if weights.shape != (size,):
-        raise ValueError(
-            f"{name}: expected shape ({size},) to match the cost matrix, got {tuple(weights.shape)}"
-        )
+        raise ValueError(f"{name}: expected shape ({size},) to match the cost matrix, got {tuple(weights.shape)}")
     if bool((weights < 0).any()) or not float(weights.sum()) > 0:
         raise ValueError(f"{name}: expected non-negative weights with positive total mass")
     return weights.to(cost.dtype)
@@ -72,9 +70,7 @@ def batched_sinkhorn_plan(
     needs at least one valid entry on each side.
     """
     if costs.dim() != 3 or not costs.is_floating_point():
-        raise ValueError(
-            f"costs: expected a [B, n, m] floating-point tensor, got {costs.dtype} {tuple(costs.shape)}"
-        )
+        raise ValueError(f"costs: expected a [B, n, m] floating-point tensor, got {costs.dtype} {tuple(costs.shape)}")
     shape_a, shape_b = tuple(costs.shape[:2]), (costs.shape[0], costs.shape[2])
     if masks_a.shape != shape_a or masks_b.shape != shape_b:
         raise ValueError(
@@ -85,9 +81,7 @@ def batched_sinkhorn_plan(
     masks_a, masks_b = masks_a.bool(), masks_b.bool()
     empty = (~masks_a.any(dim=1)) | (~masks_b.any(dim=1))
     if bool(empty.any()):
-        raise ValueError(
-            f"masks: problems {empty.nonzero().flatten().tolist()} have no valid entry on one side"
-        )
+        raise ValueError(f"masks: problems {empty.nonzero().flatten().tolist()} have no valid entry on one side")
     weights_a = masks_a.to(costs.dtype) / masks_a.sum(dim=1, keepdim=True)
     weights_b = masks_b.to(costs.dtype) / masks_b.sum(dim=1, keepdim=True)
     valid = masks_a[:, :, None] & masks_b[:, None, :]

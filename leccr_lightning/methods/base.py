@@ -9,10 +9,9 @@ same with 1 or N processes; every rank logs the same value (``sync_dist=False``)
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
-
-import random
 
 import lightning as L
 import numpy as np
@@ -22,6 +21,7 @@ from torch import nn
 
 from leccr_lightning.distributed import all_gather_with_grad
 from leccr_lightning.metrics import DotScorer, RetrievalMetric
+from leccr_lightning.metrics.relevance import SplitRelevance
 
 NO_DECAY_KEYS = ("bias", "norm", "LayerNorm", "layer_norm", "bn", "positions", "temperature")
 
@@ -58,6 +58,8 @@ class RetrievalMethod(L.LightningModule, ABC):
         gather_negatives: score against the embeddings of every rank (all_gather with gradients) in training.
         ks: recall cut-offs of the evaluation report.
         eval_chunk_size: query chunk for evaluation scoring (``None``: automatic).
+        eval_relevance: stage (``val``/``test``) -> relevance of that split; the stage's report then adds NDCG@25
+            in both directions (``RetrievalMetric`` ``relevance``, itr spec §9.3).
         gradient_clip_norm: clip the total gradient norm to this value (NRCCR: 2.0); a method constant, so it lives
             here rather than in the trainer config (``trainer.gradient_clip_val`` still applies when this is unset).
     """
@@ -73,6 +75,7 @@ class RetrievalMethod(L.LightningModule, ABC):
         gather_negatives: bool = False,
         ks: tuple[int, ...] = (1, 5, 10),
         eval_chunk_size: int | None = None,
+        eval_relevance: dict[str, SplitRelevance] | None = None,
         gradient_clip_norm: float | None = None,
     ):
         super().__init__()
@@ -83,6 +86,9 @@ class RetrievalMethod(L.LightningModule, ABC):
         self.gather_negatives = gather_negatives
         self.ks = tuple(ks)
         self.eval_chunk_size = eval_chunk_size
+        self.eval_relevance = dict(eval_relevance or {})
+        if not set(self.eval_relevance) <= {"val", "test"}:
+            raise ValueError(f"eval_relevance keys must be 'val' and/or 'test', got {sorted(self.eval_relevance)}")
         self.gradient_clip_norm = gradient_clip_norm
         self.metrics = nn.ModuleDict()
 
@@ -136,7 +142,12 @@ class RetrievalMethod(L.LightningModule, ABC):
     # --- evaluation -------------------------------------------------------------------------------------------
     def _metric(self, stage: str) -> RetrievalMetric:
         if stage not in self.metrics:
-            metric = RetrievalMetric(ks=self.ks, chunk_size=self.eval_chunk_size, scorer=self.scorer())
+            metric = RetrievalMetric(
+                ks=self.ks,
+                chunk_size=self.eval_chunk_size,
+                scorer=self.scorer(),
+                relevance=self.eval_relevance.get(stage),
+            )
             self.metrics[stage] = metric.to(self.device)
         return self.metrics[stage]
 
