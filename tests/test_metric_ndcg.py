@@ -187,3 +187,14 @@ def test_rvsepp_reports_test_ndcg_from_a_rouge_matrix_through_the_cli(tmp_path):
     metrics = json.loads(Path(cli.trainer.log_dir, "test_metrics.json").read_text(encoding="utf-8"))
     assert 0.0 < metrics["test/t2v_ndcg@25"] <= 100.0 and 0.0 < metrics["test/v2t_ndcg@25"] <= 100.0
     assert metrics["test/t2v_r1"] >= 0.0 and "test/sumr" in metrics
+
+
+def test_eval_relevance_is_per_stage_and_rejects_unknown_stages(tmp_path):
+    from leccr_lightning.methods.rvsepp import RVSEPlusPlus
+
+    save_relevance(tmp_path / "rel.npy", np.ones((4, 2), dtype=np.float32))
+    provider = PrecomputedRelevance(str(tmp_path / "rel.npy"))
+    model = RVSEPlusPlus(visual_dim=8, vocab_size=10, embed_dim=8, word_dim=8, eval_relevance={"test": provider})
+    assert model._metric("test").relevance is provider and model._metric("val").relevance is None
+    with pytest.raises(ValueError, match="eval_relevance keys must be 'val' and/or 'test'"):
+        RVSEPlusPlus(visual_dim=8, vocab_size=10, eval_relevance={"tset": provider})

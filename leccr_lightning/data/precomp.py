@@ -7,7 +7,9 @@ image array with one row per caption, each image repeated 5 times (the SCAN load
 recognises it by its row count, checks that the first image's rows repeat, and reads every 5th row.
 
 Captions get synthetic VisualSearch ids ``<image_index>#enc#<k>`` so the id-based ground truth of the shared metric
-applies unchanged; every caption is an English ``source`` (and, for methods that want it, ``target``) caption.
+applies unchanged; every caption is an English ``source`` (and, for methods that want it, ``target``) caption. Text
+is tokenised with a SCAN word vocabulary (the released ``vocab/*_precomp_vocab.json`` or one built from the training
+captions, for the RVSE++ BiGRU) or with any tokenizer ``data/text.py`` loads or trains.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from leccr_lightning.data.text import TokenizedTexts, load_or_train_tokenizer
 from leccr_lightning.data.visualsearch import CaptionFile, CaptionId
 
 CAPTIONS_PER_IMAGE = 5
-PRECOMP_SPLITS = ("train", "dev", "test", "testall")
 PRECOMP_ROLES = ("source", "target")
 SCAN_SPECIAL_WORDS = ("<pad>", "<start>", "<end>", "<unk>")
 MASK_WORD = "<mask>"

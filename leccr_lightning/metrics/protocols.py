@@ -20,6 +20,7 @@ from torch import Tensor
 from leccr_lightning.metrics.ranking import (
     AUTO_CHUNK_ROWS,
     MAX_FULL_SCORE_ELEMENTS,
+    _as_float32,
     _stable_top_k,
     ndcg_at_k,
     retrieval_report,
@@ -69,9 +70,10 @@ def ndcg_report_from_views(
     t2v: ``ndcg_at_k`` of each chunk's rows. v2t: every gallery column keeps its running top-k queries (ties by
     lower query index, as ``ndcg_at_k`` of the transpose) and its running top-k relevance for the ideal DCG, so the
     result equals ``ndcg_report`` of the full matrices. ``relevance.validate(Q, G)`` and ``scorer.fit`` run first
-    when present; ``chunk_size`` as in ``retrieval_report_from_views``.
+    when present; floating views are scored in fp32 and ``chunk_size`` is as in ``retrieval_report_from_views``.
     """
     validate_chunk_size(chunk_size)
+    queries, gallery = _as_float32(queries), _as_float32(gallery)
     num_queries = next(iter(queries.values())).shape[0]
     num_gallery = next(iter(gallery.values())).shape[0]
     if hasattr(relevance, "validate"):

@@ -15,6 +15,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from leccr_lightning.metrics.protocols import ndcg_report_from_views
 from leccr_lightning.metrics.ranking import retrieval_report_from_views, validate_chunk_size, validate_ks
 from leccr_lightning.metrics.scoring import DotScorer, Views
 
@@ -49,7 +50,9 @@ class RetrievalMetric(Metric):
     names (a ``DistributedSampler`` gives each rank at least one batch). ``compute`` returns a dict of
     python floats. Use ``update``/``compute``; ``forward`` on a single batch has gaps in the positions.
     ``scorer`` defaults to ``DotScorer(query_view, gallery_view)``; ``chunk_size`` as in
-    ``retrieval_report_from_views``.
+    ``retrieval_report_from_views``. With a ``relevance`` provider (query positions, gallery positions ->
+    graded relevance block, e.g. ``relevance.PrecomputedRelevance``) the report adds ``t2v_ndcg@{ndcg_k}`` and
+    ``v2t_ndcg@{ndcg_k}`` (``protocols.ndcg_report_from_views``, chunked; TERAN k = 25, itr spec §9.3).
     """
 
     is_differentiable = False
@@ -63,6 +66,8 @@ class RetrievalMetric(Metric):
         scorer: Callable[[Views, Views], Tensor] | None = None,
         query_view: str = "query",
         gallery_view: str = "gallery",
+        relevance: Callable[[Tensor, Tensor], Tensor] | None = None,
+        ndcg_k: int = 25,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -71,6 +76,10 @@ class RetrievalMetric(Metric):
         self.chunk_size = chunk_size
         self.scorer = scorer if scorer is not None else DotScorer(query_view, gallery_view)
         self.default_view = {"query": query_view, "gallery": gallery_view}
+        if not isinstance(ndcg_k, int) or isinstance(ndcg_k, bool) or ndcg_k < 1:
+            raise ValueError(f"ndcg_k must be a positive int, got {ndcg_k!r}")
+        self.relevance = relevance
+        self.ndcg_k = ndcg_k
         self.view_names: dict[str, tuple[str, ...] | None] = {role: None for role in ROLES}
         for role in ROLES:
             self.add_state(f"{role}_positions", default=[], dist_reduce_fx="cat")
@@ -134,8 +143,14 @@ class RetrievalMetric(Metric):
         return views, keep
 
     def compute(self) -> dict[str, float]:
-        """``retrieval_report_from_views`` of the de-duplicated, position-ordered embeddings (floats)."""
+        """``retrieval_report_from_views`` of the de-duplicated, position-ordered embeddings (floats), plus the
+        NDCG keys when a relevance provider is set."""
         queries, keep = self._deduplicated("query")
         gallery, _ = self._deduplicated("gallery")
         targets = dim_zero_cat(self.query_targets)[keep]
-        return retrieval_report_from_views(queries, gallery, targets, self.scorer, self.ks, self.chunk_size)
+        report = retrieval_report_from_views(queries, gallery, targets, self.scorer, self.ks, self.chunk_size)
+        if self.relevance is not None:
+            report.update(
+                ndcg_report_from_views(queries, gallery, self.relevance, self.scorer, self.ndcg_k, self.chunk_size)
+            )
+        return report
