@@ -48,7 +48,7 @@ class RetrievalPredictionWriter(BasePredictionWriter):
         _, gallery_views, gallery_ids = _stack(gallery)
         if trainer.global_rank != 0:
             return
-        scorer = pl_module.scorer()
+        scorer = pl_module.scorer("predict")
         if hasattr(scorer, "fit"):
             scorer.fit(query_views, gallery_views, self.chunk_size)
         out_dir = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)

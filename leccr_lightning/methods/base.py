@@ -105,8 +105,8 @@ class RetrievalMethod(L.LightningModule, ABC):
     def encode_gallery(self, batch: Mapping) -> dict[str, torch.Tensor]:
         """Named embedding views of a gallery batch (default view name ``gallery``)."""
 
-    def scorer(self) -> Callable:
-        """How query and gallery views become a [queries, gallery] score block."""
+    def scorer(self, stage: str = "test") -> Callable:
+        """How query and gallery views become a [queries, gallery] score block at ``stage`` (val/test/predict)."""
         return DotScorer("query", "gallery")
 
     # --- shared helpers ---------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ class RetrievalMethod(L.LightningModule, ABC):
             metric = RetrievalMetric(
                 ks=self.ks,
                 chunk_size=self.eval_chunk_size,
-                scorer=self.scorer(),
+                scorer=self.scorer(stage),
                 relevance=self.eval_relevance.get(stage),
             )
             self.metrics[stage] = metric.to(self.device)

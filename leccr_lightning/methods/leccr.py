@@ -383,7 +383,7 @@ class LECCR(RetrievalMethod):
             views["slots"] = visual["local"]
         return views
 
-    def scorer(self) -> Callable:
+    def scorer(self, stage: str = "test") -> Callable:
         if self.hparams.eval_scoring == "global":
             return DotScorer("query", "gallery")
         global_weight, slot_weight = self.hparams.fusion_weights

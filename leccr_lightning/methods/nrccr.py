@@ -26,7 +26,7 @@ from torch import nn
 from leccr_lightning.losses import feature_distillation, positive_mask_from_ids, soft_target_distillation
 from leccr_lightning.methods.base import RetrievalMethod
 from leccr_lightning.methods.objectives import PairObjective, TripletObjective
-from leccr_lightning.metrics import DotScorer, RetrievalMetric
+from leccr_lightning.metrics import DotScorer
 from leccr_lightning.metrics.scoring import FusedScorer
 from leccr_lightning.modules.attention import SharedTextAttention
 from leccr_lightning.modules.discriminator import LanguageDiscriminator
@@ -297,12 +297,6 @@ class NRCCR(RetrievalMethod):
         if weight == 0:
             return DotScorer("query", "gallery")
         return FusedScorer([(DotScorer("translated", "gallery"), weight), (DotScorer("query", "gallery"), 1 - weight)])
-
-    def _metric(self, stage: str) -> RetrievalMetric:
-        if stage not in self.metrics:
-            metric = RetrievalMetric(ks=self.ks, chunk_size=self.eval_chunk_size, scorer=self.scorer(stage))
-            self.metrics[stage] = metric.to(self.device)
-        return self.metrics[stage]
 
     def encode_queries(self, batch: Mapping) -> dict[str, torch.Tensor]:
         views = {"query": self.embed_text(batch["text"]["query"])}
