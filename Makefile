@@ -29,8 +29,8 @@ test: install
 	$(BIN)/python -m pytest -q --durations=15 tests
 
 lint: install
-	$(BIN)/ruff check leccr_lightning tests benchmarks
-	$(BIN)/ruff format --check leccr_lightning tests benchmarks
+	$(BIN)/ruff check leccr_lightning tests benchmarks experiments
+	$(BIN)/ruff format --check leccr_lightning tests benchmarks experiments
 
 bench: install
 	$(BIN)/python benchmarks/eval_speed.py

@@ -7,6 +7,7 @@ period, capitalise the first letter), other roles stay raw. ``leccr``: every cap
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -90,12 +91,9 @@ def load_or_train_tokenizer(spec: str, corpus: Sequence[str], cache_dir: str | P
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_suffix(f".{os.getpid()}.tmp")
         train_wordpiece(corpus, vocab_size).backend_tokenizer.save(str(tmp))
-        try:
+        with contextlib.suppress(FileExistsError):
             os.link(tmp, final)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return PreTrainedTokenizerFast(
         tokenizer_file=str(final),
         unk_token="[UNK]",
