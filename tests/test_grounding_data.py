@@ -165,3 +165,38 @@ def test_kmeans_anchors_deterministic(collection: Path, tmp_path: Path) -> None:
     assert saved["k"] == 4 and np.allclose(saved["anchors"], kmeans_spans(spans, 4, seed=0))
     with pytest.raises(ValueError, match="at least k=10"):
         kmeans_spans(spans[:3], 10)
+
+
+def test_tokenised_queries_instead_of_features(collection: Path, tmp_path: Path) -> None:
+    dm = _datamodule(collection, text_feature_dir=None, tokenizer="train", max_q_l=5)
+    assert dm.text_dim is None and isinstance(dm.vocab_size, int) and dm.vocab_size == len(dm.tokenizer)
+    cached = sorted((collection / "cache").glob("wordpiece-*.json"))
+    assert len(cached) == 1
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    assert "text" not in batch and "text_mask" not in batch
+    ids, mask = batch["tokens"]["input_ids"], batch["tokens"]["attention_mask"]
+    assert ids.shape == mask.shape == (len(batch["qid"]), 5)
+    records = dm.records("validate")
+    for row, pos in enumerate(batch["index"].tolist()):
+        tokens = dm.tokenizer.convert_ids_to_tokens(ids[row][mask[row].bool()].tolist())
+        words = records[pos].query.split()
+        assert tokens == ["[CLS]", *words[:3], "[SEP]"]  # max_q_l = 5 tokens with the special ones
+        assert (ids[row][~mask[row].bool()] == dm.tokenizer.pad_token_id).all()
+    again = _datamodule(collection, text_feature_dir=None, tokenizer="train")
+    assert again.tokenizer.get_vocab() == dm.tokenizer.get_vocab()
+    assert sorted((collection / "cache").glob("wordpiece-*.json")) == cached
+    dm.tokenizer.save_pretrained(tmp_path / "tok")
+    local = _datamodule(collection, tokenizer=str(tmp_path / "tok"), max_q_l=5)
+    local.setup("fit")
+    both = next(iter(local.val_dataloader()))
+    assert torch.equal(both["tokens"]["input_ids"], ids) and both["text"].shape[-1] == local.text_dim == 16
+
+
+def test_query_options_are_checked(collection: Path) -> None:
+    with pytest.raises(ValueError, match="text_feature_dir.*tokenizer"):
+        _datamodule(collection, text_feature_dir=None)
+    with pytest.raises(ValueError, match="set train_file"):
+        GroundingDataModule(root=str(collection), test_file="annotations/x.jsonl", tokenizer="train")
+    with pytest.raises(OSError, match="neither a local directory"):
+        _ = _datamodule(collection, tokenizer=str(collection / "no_such_tokenizer")).vocab_size

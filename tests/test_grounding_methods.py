@@ -1,8 +1,9 @@
-"""Span utilities, matcher, losses, post-processing, and Moment-DETR / RGTR / CDNet learning the synthetic
-task."""
+"""Span utilities, matcher, losses, post-processing, constructor pass-through, the text-encoder query path, and
+Moment-DETR / QD-DETR / RGTR / CDNet learning the synthetic task."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 
 from leccr_lightning.callbacks.grounding_writer import GroundingPredictionWriter
 from leccr_lightning.data.grounding import GroundingDataModule
@@ -29,8 +31,9 @@ from leccr_lightning.losses.spans import (
     temporal_iou_paired,
 )
 from leccr_lightning.methods.cdnet import CDNet
-from leccr_lightning.methods.grounding_base import postprocess_windows, temporal_nms
+from leccr_lightning.methods.grounding_base import GroundingDETRBase, postprocess_windows, temporal_nms
 from leccr_lightning.methods.moment_detr import MomentDETR
+from leccr_lightning.methods.qd_detr import QDDETR
 from leccr_lightning.methods.rgtr import RGTR
 from leccr_lightning.metrics.grounding import grounding_report
 
@@ -148,19 +151,33 @@ def _trainer(root: Path, epochs: int) -> L.Trainer:
     )
 
 
+def _shuffled_queries(model: GroundingDETRBase, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``model`` see every video with its batch neighbour's query (a query-dependence probe)."""
+    forward = model.forward
+
+    def rolled(batch: dict) -> dict:
+        batch = dict(batch, text=batch["text"].roll(1, 0), text_mask=batch["text_mask"].roll(1, 0))
+        return forward(batch)
+
+    monkeypatch.setattr(model, "forward", rolled)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("method", "extra"),
     [
         (MomentDETR, {}),
+        (QDDETR, {"t2v_layers": 1, "enc_layers": 1}),
         (RGTR, {"t2v_layers": 1, "enc_layers": 1}),
         (CDNet, {"t2v_layers": 1, "enc_layers": 1}),
     ],
 )
-def test_method_learns_synthetic_task(synthetic: Path, tmp_path: Path, method, extra: dict) -> None:
+def test_method_learns_synthetic_task(
+    synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method, extra: dict
+) -> None:
     L.seed_everything(0)
     dm = _datamodule(synthetic)
-    model = method(dm.visual_dim, dm.text_dim, **TINY, **extra)
+    model = method(visual_dim=dm.visual_dim, text_dim=dm.text_dim, **TINY, **extra)
     before = _trainer(tmp_path, 1).test(model, datamodule=dm, verbose=False)[0]
     trainer = _trainer(tmp_path, 15)
     trainer.fit(model, datamodule=dm)
@@ -168,13 +185,19 @@ def test_method_learns_synthetic_task(synthetic: Path, tmp_path: Path, method, e
     assert after["test/MR-full-mAP"] > before["test/MR-full-mAP"] + 10
     assert after["test/MR-full-R1@0.5"] > before["test/MR-full-R1@0.5"] + 10
     assert after["test/HL-min-Fair-Hit1"] > before["test/HL-min-Fair-Hit1"]
+    if method is not MomentDETR:  # the T2V encoder makes the video query-dependent (§1.2)
+        _shuffled_queries(model, monkeypatch)
+        mismatched = trainer.test(model, datamodule=dm, verbose=False)[0]
+        assert after["test/HL-min-Fair-Hit1"] > mismatched["test/HL-min-Fair-Hit1"] + 25
+        assert after["test/MR-full-R1@0.5"] > mismatched["test/MR-full-R1@0.5"]
     if method is RGTR:
         state = model.state_dict()
-        restored = RGTR(dm.visual_dim, dm.text_dim, **TINY, **extra)
+        restored = RGTR(visual_dim=dm.visual_dim, text_dim=dm.text_dim, **TINY, **extra)
         assert not bool(restored.anchors_ready)
         restored.load_state_dict(state)
         assert bool(restored.anchors_ready) and torch.equal(restored.static_anchors, model.static_anchors)
-        assert not torch.equal(model.static_anchors, RGTR(dm.visual_dim, dm.text_dim, **TINY).static_anchors)
+        fresh = RGTR(visual_dim=dm.visual_dim, text_dim=dm.text_dim, **TINY)
+        assert not torch.equal(model.static_anchors, fresh.static_anchors)
 
 
 @pytest.mark.slow
@@ -219,3 +242,114 @@ def test_cli_fit_test_then_predict_writer(synthetic: Path, tmp_path: Path, monke
     assert all(len(d["pred_relevant_windows"]) == 10 for d in submission)
     rescored = grounding_report(submission, gt)
     assert rescored["MR-full-mAP"] == pytest.approx(metrics["test/MR-full-mAP"], abs=0.011)
+
+
+@pytest.mark.parametrize("method", [MomentDETR, QDDETR, RGTR, CDNet])
+def test_every_constructor_argument_is_recorded(method) -> None:
+    model = method(visual_dim=10, text_dim=6, hidden_dim=16, nheads=2, dim_feedforward=32, eos_coef=0.2)
+    names = set(inspect.signature(GroundingDETRBase.__init__).parameters) | set(
+        inspect.signature(method.__init__).parameters
+    )
+    names -= {"self", "base_kwargs"}
+    assert set(model.hparams) == names
+    assert model.hparams.eos_coef == 0.2 and model.eos_coef == 0.2 and model.hparams.lr == 1e-4
+    assert model.hparams.visual_dim == 10 and model.hparams.nheads == 2
+    rebuilt = method(**model.hparams)
+    rebuilt.load_state_dict(model.state_dict())
+    with pytest.raises(TypeError):
+        method(10, 6)  # method arguments are keyword-only: a positional size cannot land in nheads
+
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+GROUNDING_CONFIGS = sorted(
+    str(path.relative_to(EXPERIMENTS))
+    for method in ("moment_detr", "qd_detr", "rgtr", "cdnet")
+    for path in (EXPERIMENTS / method).glob("*.yaml")
+)
+
+
+def test_grounding_recipes_exist() -> None:
+    for method in ("moment_detr", "qd_detr", "rgtr", "cdnet"):
+        for recipe in ("tiny", "qvhighlights", "charades_sta", "tacos"):
+            assert f"{method}/{recipe}.yaml" in GROUNDING_CONFIGS
+
+
+@pytest.mark.parametrize("config", GROUNDING_CONFIGS)
+def test_print_config_lists_base_arguments(config: str, capsys: pytest.CaptureFixture) -> None:
+    from leccr_lightning.cli import lightning_main
+
+    with pytest.raises(SystemExit):
+        args = ["fit", "--config", str(EXPERIMENTS / config), "--model.init_args.label_loss_coef", "3.5"]
+        lightning_main([*args, "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    init_args = printed["model"]["init_args"]
+    written = yaml.safe_load((EXPERIMENTS / config).read_text())["model"]["init_args"]
+    assert init_args["label_loss_coef"] == 3.5
+    assert all(init_args[name] == value for name, value in written.items())  # base and method arguments alike
+    for name in ("span_loss_coef", "lr_drop", "max_ts", "text_model", "text_dim", "num_queries", "dec_layers"):
+        assert name in init_args, name
+
+
+def _token_batch(vocab: int = 30) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]])
+    return {
+        "visual": torch.randn(3, 5, 10, generator=gen),
+        "visual_mask": torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] * 4 + [False]]),
+        "tokens": {"input_ids": torch.randint(1, vocab, (3, 4), generator=gen) * mask, "attention_mask": mask},
+        "spans": [torch.tensor([[0.5, 0.2]]), torch.tensor([[0.3, 0.2]]), torch.tensor([[0.6, 0.4]])],
+        "saliency": torch.tensor([[0.0, 2, 3, 0, 0], [1, 1, 0, 0, 0], [0, 0, 4, 4, 0]]),
+        "saliency_pos": torch.tensor([[2, 1], [0, 1], [2, 3]]),
+        "saliency_neg": torch.tensor([[3, 0], [1, 2], [2, 0]]),
+        "qid": [0, 1, 2],
+    }
+
+
+@pytest.mark.parametrize("method", [MomentDETR, QDDETR, CDNet])
+def test_text_encoder_token_states_replace_text_features(method) -> None:
+    torch.manual_seed(0)
+    sizes = {"hidden_dim": 16, "nheads": 2, "dim_feedforward": 32, "input_dropout": 0.0, "dropout": 0.0}
+    model = method(visual_dim=10, text_model="tiny", vocab_size=30, text_hidden=8, text_layers=1, **sizes)
+    batch = _token_batch()
+    model.train()
+    losses = model.compute_losses(batch, model(batch))
+    losses["loss"].backward()
+    embeddings = model.text_encoder.backbone.embeddings.word_embeddings.weight
+    assert torch.isfinite(losses["loss"]) and embeddings.grad[batch["tokens"]["input_ids"][0]].abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        first = model(batch)["saliency"]
+        padded = dict(batch, tokens={k: torch.cat([v, v.new_zeros(3, 2)], 1) for k, v in batch["tokens"].items()})
+        assert torch.allclose(model(padded)["saliency"], first, atol=1e-5)  # padding is masked out
+        swapped = dict(batch, tokens={k: v.roll(1, 0) for k, v in batch["tokens"].items()})
+        assert not torch.allclose(model(swapped)["saliency"], first)
+    rebuilt = method(**model.hparams)
+    rebuilt.load_state_dict(model.state_dict())
+    features = {k: v for k, v in batch.items() if k != "tokens"} | {"text": torch.randn(3, 4, 6)}
+    with pytest.raises(ValueError, match="data.init_args.tokenizer"):
+        model(features | {"text_mask": torch.ones(3, 4, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="exactly one of"):
+        method(visual_dim=10, text_dim=6, text_model="tiny", vocab_size=30)
+    with pytest.raises(ValueError, match="exactly one of"):
+        method(visual_dim=10)
+    with pytest.raises(ValueError, match="needs vocab_size"):
+        method(visual_dim=10, text_model="tiny")
+
+
+@pytest.mark.slow
+def test_text_encoder_config_learns_from_raw_queries(synthetic: Path, tmp_path: Path) -> None:
+    from leccr_lightning.cli import lightning_main
+
+    def run(subcommand: str, out: Path, *extra: str) -> dict[str, float]:
+        args = [subcommand, "--config", "configs/experiments/moment_detr/tiny_text_encoder.yaml"]
+        args += ["--data.init_args.root", str(synthetic), "--trainer.default_root_dir", str(out)]
+        cli = lightning_main([*args, "--trainer.logger.init_args.save_dir", str(out), *extra])
+        assert cli.model.text_encoder is not None and cli.datamodule.text is None
+        return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+
+    before = run("test", tmp_path / "before")
+    schedule = ["--trainer.max_epochs", "15", "--trainer.check_val_every_n_epoch", "15"]  # best = last epoch
+    after = run("fit", tmp_path / "after", *schedule, "--test_after_fit", "true")
+    assert after["test/MR-full-mAP"] > before["test/MR-full-mAP"] + 10
+    assert after["test/MR-full-R1@0.5"] > before["test/MR-full-R1@0.5"] + 10
+    assert after["test/HL-min-Fair-Hit1"] > before["test/HL-min-Fair-Hit1"]

@@ -1,14 +1,14 @@
 """Temporal sentence grounding data: annotation readers, per-clip features, Dataset and DataModule.
 
 Spec: grounding_methods §5. One record schema (``GroundingRecord``) for QVHighlights jsonl (native),
-Charades-STA
-``<vid> <start> <end>##<sentence>`` text files (durations from ``Charades_v1_*.csv`` or ``charades.json``) and
-TACoS 2D-TAN json (frames -> seconds). Video features are one ``{vid}.npz`` (key ``features``) or
-``{vid}.npy``
-per video and folder; the folders are cut to the shortest stream, each L2-normalised per row and concatenated,
-then the temporal endpoint feature [t/L, (t+1)/L] is appended (§1.1). Text features are one file per query
-(``qid{qid}.npz``, key ``last_hidden_state``). Span targets are normalised by the annotated duration in
-training and de-normalised by it at inference (one normaliser, §1.1).
+Charades-STA ``<vid> <start> <end>##<sentence>`` text files (durations from ``Charades_v1_*.csv`` or
+``charades.json``) and TACoS 2D-TAN json (frames -> seconds). Video features are one ``{vid}.npz`` (key
+``features``) or ``{vid}.npy`` per video and folder; the folders are cut to the shortest stream, each
+L2-normalised per row and concatenated, then the temporal endpoint feature [t/L, (t+1)/L] is appended (§1.1).
+Queries come as precomputed token features (one file per query, ``qid{qid}.npz``, key ``last_hidden_state``),
+as query text tokenised for a Hugging Face text encoder in the model (``tokenizer``), or both. Span targets
+are normalised by the annotated duration in training and de-normalised by it at inference (one normaliser,
+§1.1).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import csv
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from leccr_lightning.data.errors import DataFormatError
+from leccr_lightning.data.text import TokenizedTexts, load_or_train_tokenizer
 
 FORMATS = ("auto", "qvhighlights", "charades_sta", "tacos")
 
@@ -377,19 +379,22 @@ def sample_saliency_pairs(saliency: np.ndarray, generator: torch.Generator | Non
 
 
 class GroundingDataset(Dataset):
-    """Query-level items: clip features, token features, normalised (c, w) targets, saliency labels."""
+    """Query-level items: clip features, query token features (when ``text`` is given), normalised (c, w)
+    targets, saliency labels. ``tokens`` holds the split's queries tokenised once (row = item index); the
+    collate function pads them per batch."""
 
     def __init__(
         self,
         records: Sequence[GroundingRecord],
         video: ClipFeatures,
-        text: QueryFeatures,
+        text: QueryFeatures | None,
         clip_len: float = 2.0,
         max_windows: int = 5,
         train: bool = False,
+        tokens: TokenizedTexts | None = None,
     ) -> None:
         self.records = list(records)
-        self.video, self.text = video, text
+        self.video, self.text, self.tokens = video, text, tokens
         self.clip_len, self.max_windows, self.train = clip_len, max_windows, train
 
     def __len__(self) -> int:
@@ -402,24 +407,25 @@ class GroundingDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
         visual = torch.from_numpy(self.video.load(rec.vid, rec.qid))
-        text = torch.from_numpy(self.text.load(rec.qid))
         windows = torch.from_numpy(rec.windows).float()
         if self.train and len(windows) > self.max_windows:  # §5.1: shuffle and keep max_windows in training
             windows = windows[torch.randperm(len(windows))[: self.max_windows]]
         saliency = clip_saliency(rec, len(visual), self.clip_len)
         pos, neg = sample_saliency_pairs(saliency)
-        return {
+        item = {
             "index": index,
             "qid": rec.qid,
             "vid": rec.vid,
             "duration": rec.duration,
             "visual": visual,
-            "text": text,
             "spans": span_xx_to_cxw(windows / rec.duration).clamp(0.0, 1.0),
             "saliency": torch.from_numpy(saliency),
             "saliency_pos": torch.tensor(pos),
             "saliency_neg": torch.tensor(neg),
         }
+        if self.text is not None:
+            item["text"] = torch.from_numpy(self.text.load(rec.qid))
+        return item
 
 
 def _pad(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -434,19 +440,16 @@ def _pad(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, mask
 
 
-def collate_grounding(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Batch: ``visual`` [B, T, Dv] + ``visual_mask``, ``text`` [B, Lq, Dt] + ``text_mask``, ``spans``
-    (list of
-    [N_i, 2] normalised (c, w)), ``saliency`` [B, T], ``saliency_pos``/``saliency_neg`` [B, 2], ``index`` [B],
-    ``duration`` [B], ``qid``/``vid`` lists."""
+def collate_grounding(items: Sequence[dict[str, Any]], tokens: TokenizedTexts | None = None) -> dict[str, Any]:
+    """Batch: ``visual`` [B, T, Dv] + ``visual_mask``, ``spans`` (list of [N_i, 2] normalised (c, w)),
+    ``saliency`` [B, T], ``saliency_pos``/``saliency_neg`` [B, 2], ``index`` [B], ``duration`` [B],
+    ``qid``/``vid`` lists; ``text`` [B, Lq, Dt] + ``text_mask`` when the items carry token features, and
+    ``tokens`` = {``input_ids``, ``attention_mask``} [B, L] (rows ``index`` of ``tokens``) when given."""
     visual, visual_mask = _pad([it["visual"] for it in items])
-    text, text_mask = _pad([it["text"] for it in items])
     saliency, _ = _pad([it["saliency"] for it in items])
-    return {
+    batch = {
         "visual": visual,
         "visual_mask": visual_mask,
-        "text": text,
-        "text_mask": text_mask,
         "spans": [it["spans"] for it in items],
         "saliency": saliency,
         "saliency_pos": torch.stack([it["saliency_pos"] for it in items]),
@@ -456,6 +459,11 @@ def collate_grounding(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "qid": [it["qid"] for it in items],
         "vid": [it["vid"] for it in items],
     }
+    if "text" in items[0]:
+        batch["text"], batch["text_mask"] = _pad([it["text"] for it in items])
+    if tokens is not None:
+        batch["tokens"] = tokens.batch(batch["index"].numpy())
+    return batch
 
 
 class GroundingDataModule(L.LightningDataModule):
@@ -464,6 +472,12 @@ class GroundingDataModule(L.LightningDataModule):
     Relative paths resolve against ``root``. ``visual_dim``/``text_dim`` are read from one feature file each,
     so the CLI can link them to the model right after ``__init__``. Charades-STA has no val split: point
     ``val_file`` at the test file to follow the upstream protocol (§2.4, selection on test), and say so.
+
+    Queries: ``text_feature_dir`` serves precomputed token features (``batch["text"]``; ``None`` turns them
+    off); ``tokenizer`` serves the query text tokenised once per split (``batch["tokens"]``, at most
+    ``max_q_l`` tokens with the special ones) for a text encoder in the model: ``"train"`` is a WordPiece of
+    ``tokenizer_vocab_size`` trained on the training queries and cached in ``<root>/cache`` (shared by every
+    later run), or a local tokenizer directory. ``vocab_size`` is then linked into the model.
     """
 
     def __init__(
@@ -477,7 +491,7 @@ class GroundingDataModule(L.LightningDataModule):
         durations_file: str | list[str] | None = None,
         video_feature_dirs: Sequence[str] = ("features/video",),
         video_feature_key: str = "features",
-        text_feature_dir: str = "features/text",
+        text_feature_dir: str | None = "features/text",
         text_feature_key: str = "last_hidden_state",
         text_file_template: str = "qid{qid}",
         clip_len: float = 2.0,
@@ -486,6 +500,8 @@ class GroundingDataModule(L.LightningDataModule):
         use_tef: bool = True,
         normalize_video: bool = True,
         normalize_text: bool = True,
+        tokenizer: str | None = None,
+        tokenizer_vocab_size: int = 2000,
         max_windows: int = 5,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
@@ -503,10 +519,19 @@ class GroundingDataModule(L.LightningDataModule):
         self.video = ClipFeatures(
             [self.root / d for d in video_feature_dirs], video_feature_key, max_v_l, normalize_video, use_tef
         )
-        self.text = QueryFeatures(
-            self.root / text_feature_dir, text_feature_key, text_file_template, max_q_l, normalize_text
-        )
+        if text_feature_dir is None and tokenizer is None:
+            raise ValueError(
+                "the queries need data.init_args.text_feature_dir (precomputed token features) or "
+                "data.init_args.tokenizer ('train' or a local tokenizer directory), or both"
+            )
+        if tokenizer == "train" and train_file is None:
+            raise ValueError("tokenizer 'train' learns its vocabulary from the training queries: set train_file")
+        self.text: QueryFeatures | None = None
+        if text_feature_dir is not None:
+            folder = self.root / text_feature_dir
+            self.text = QueryFeatures(folder, text_feature_key, text_file_template, max_q_l, normalize_text)
         self.datasets: dict[str, GroundingDataset] = {}
+        self._records: dict[str, list[GroundingRecord]] = {}
 
     @property
     def visual_dim(self) -> int:
@@ -514,20 +539,44 @@ class GroundingDataModule(L.LightningDataModule):
         return self.video.dim
 
     @property
-    def text_dim(self) -> int:
-        """Width of a query token feature row."""
-        return self.text.dim
+    def text_dim(self) -> int | None:
+        """Width of a query token feature row (``None`` without precomputed text features)."""
+        return None if self.text is None else self.text.dim
 
-    def dataset(self, split: str) -> GroundingDataset:
-        """The dataset of ``split`` in {fit, validate, test, predict}, read once."""
-        if split not in self.datasets:
+    @cached_property
+    def tokenizer(self):
+        """The query tokenizer (``None`` unless ``tokenizer`` is set): trained once on the training queries and
+        cached, or loaded from a local directory."""
+        spec = self.hparams.tokenizer
+        if spec is None:
+            return None
+        corpus = [r.query for r in self.records("fit")] if spec == "train" else []
+        return load_or_train_tokenizer(spec, corpus, self.root / "cache", self.hparams.tokenizer_vocab_size)
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Tokenizer vocabulary size, linked into the model's text encoder (``None`` without a tokenizer)."""
+        return None if self.tokenizer is None else len(self.tokenizer)
+
+    def records(self, split: str) -> list[GroundingRecord]:
+        """The annotation records of ``split`` in {fit, validate, test, predict}, read once."""
+        if split not in self._records:
             name = self.files[split]
             if name is None:
                 raise ValueError(f"no annotation file configured for the {split!r} split")
             hp = self.hparams
-            records = read_annotations(self.root / name, hp.annotation_format, self._durations())
+            self._records[split] = read_annotations(self.root / name, hp.annotation_format, self._durations())
+        return self._records[split]
+
+    def dataset(self, split: str) -> GroundingDataset:
+        """The dataset of ``split``, built once (queries tokenised once when a tokenizer is set)."""
+        if split not in self.datasets:
+            hp, records = self.hparams, self.records(split)
+            tokens = None
+            if self.tokenizer is not None:
+                tokens = TokenizedTexts(self.tokenizer, [r.query for r in records], hp.max_q_l)
             self.datasets[split] = GroundingDataset(
-                records, self.video, self.text, hp.clip_len, hp.max_windows, train=split == "fit"
+                records, self.video, self.text, hp.clip_len, hp.max_windows, train=split == "fit", tokens=tokens
             )
         return self.datasets[split]
 
@@ -550,12 +599,13 @@ class GroundingDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         size = self.hparams.batch_size if shuffle else self.hparams.eval_batch_size or self.hparams.batch_size
+        dataset = self.dataset(split)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=size,
             shuffle=shuffle,
             num_workers=self.hparams.num_workers,
-            collate_fn=collate_grounding,
+            collate_fn=partial(collate_grounding, tokens=dataset.tokens),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leccr_lightning.methods.grounding_base import GroundingDETRBase, qd_saliency_terms
-from leccr_lightning.modules.detr import MLP, GlobalSaliencyHead, SpanDecoder, T2VEncoder, input_projection
+from leccr_lightning.modules.detr import MLP, GlobalSaliencyHead, SpanDecoder, T2VEncoder
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -125,22 +125,20 @@ class CDNet(GroundingDETRBase):
     Reconstructed choices [recon], with defaults: ``fine_pooling="max"`` (word->clip), ``num_offsets=4``,
     ``max_offset=4.0`` clips, ``qsd_temperature=0.07`` for both contrastive losses (InfoNCE over the clips of
     every video in the batch; positives = the clips inside the query's GT window), ``lw_qsd_global=1.0``,
-    ``lw_qsd_fine=1.0``, ``lw_qsd_bce=1.0`` (BCE of alpha against clip-in-window labels).
+    ``lw_qsd_fine=1.0``, ``lw_qsd_bce=1.0`` (BCE of alpha against clip-in-window labels). The input, loss,
+    matching, optimiser and post-processing arguments are ``GroundingDETRBase``'s, passed through
+    ``base_kwargs``.
     """
 
     def __init__(
         self,
-        visual_dim: int,
-        text_dim: int,
-        hidden_dim: int = 256,
+        *,
         nheads: int = 8,
         t2v_layers: int = 2,
         enc_layers: int = 2,
         dec_layers: int = 2,
         dim_feedforward: int = 1024,
         dropout: float = 0.1,
-        input_dropout: float = 0.5,
-        n_input_proj: int = 2,
         num_queries: int = 10,
         fine_pooling: str = "max",
         num_offsets: int = 4,
@@ -150,58 +148,22 @@ class CDNet(GroundingDETRBase):
         lw_qsd_fine: float = 1.0,
         lw_qsd_bce: float = 1.0,
         rank_tau: float = 0.5,
-        span_loss_coef: float = 10.0,
-        giou_loss_coef: float = 1.0,
-        label_loss_coef: float = 4.0,
-        eos_coef: float = 0.1,
-        lw_saliency: float = 1.0,
-        saliency_margin: float = 0.2,
-        set_cost_span: float = 10.0,
-        set_cost_giou: float = 1.0,
-        set_cost_class: float = 4.0,
-        aux_loss: bool = True,
-        lr: float = 1e-4,
-        weight_decay: float = 1e-4,
-        lr_drop: int = 400,
-        max_ts: float | None = 150.0,
-        pp_clip_len: float = 2.0,
-        nms_threshold: float = -1.0,
-        metric_clip_len: float = 2.0,
+        **base_kwargs: Any,
     ) -> None:
-        super().__init__(
-            span_loss_coef=span_loss_coef,
-            giou_loss_coef=giou_loss_coef,
-            label_loss_coef=label_loss_coef,
-            eos_coef=eos_coef,
-            lw_saliency=lw_saliency,
-            saliency_margin=saliency_margin,
-            set_cost_span=set_cost_span,
-            set_cost_giou=set_cost_giou,
-            set_cost_class=set_cost_class,
-            aux_loss=aux_loss,
-            lr=lr,
-            weight_decay=weight_decay,
-            lr_drop=lr_drop,
-            max_ts=max_ts,
-            pp_clip_len=pp_clip_len,
-            nms_threshold=nms_threshold,
-            metric_clip_len=metric_clip_len,
-        )
-        self.save_hyperparameters()
+        super().__init__(**base_kwargs)
         lw_sal = self.loss_weights["saliency"]
         self.loss_weights.update(
             {"qsd_global": lw_qsd_global, "qsd_fine": lw_qsd_fine, "qsd_bce": lw_qsd_bce}
             | {"saliency_rank": lw_sal, "saliency_neg": lw_sal}
         )
-        self.video_proj = input_projection(visual_dim, hidden_dim, n_input_proj, input_dropout)
-        self.text_proj = input_projection(text_dim, hidden_dim, n_input_proj, input_dropout)
-        self.qsd = QuerySemanticDisentangle(hidden_dim, fine_pooling)
-        self.cdd = ContextDynamicDenoise(hidden_dim, num_offsets, max_offset)
-        self.encoder = T2VEncoder(hidden_dim, nheads, t2v_layers, enc_layers, dim_feedforward, dropout)
-        self.saliency_head = GlobalSaliencyHead(hidden_dim)
+        d = self.hidden_dim
+        self.qsd = QuerySemanticDisentangle(d, fine_pooling)
+        self.cdd = ContextDynamicDenoise(d, num_offsets, max_offset)
+        self.encoder = T2VEncoder(d, nheads, t2v_layers, enc_layers, dim_feedforward, dropout)
+        self.saliency_head = GlobalSaliencyHead(d)
         self.anchors = nn.Embedding(num_queries, 2)  # QD-DETR: unsigmoided learnable (c, w) anchors
-        self.decoder = SpanDecoder(hidden_dim, nheads, dec_layers, dim_feedforward, dropout, num_queries, True)
-        self.class_head = nn.Linear(hidden_dim, 2)  # index 0 = foreground
+        self.decoder = SpanDecoder(d, nheads, dec_layers, dim_feedforward, dropout, num_queries, True)
+        self.class_head = nn.Linear(d, 2)  # index 0 = foreground
 
     def _encode(self, video, video_mask, text, text_mask) -> dict[str, torch.Tensor]:
         """QSD -> CDD -> QD-DETR encoder; returns memory, mask, positions, saliency, alpha, g, f."""
@@ -218,16 +180,14 @@ class CDNet(GroundingDETRBase):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``logits``/``spans`` [L, B, Q, 2], ``saliency`` [B, T], QSD's ``alpha``, ``g``, ``f``."""
-        video = self.video_proj(batch["visual"])
-        text = self.text_proj(batch["text"])
-        enc = self._encode(video, batch["visual_mask"], text, batch["text_mask"])
+        video, video_mask, text, text_mask = self.project_inputs(batch)
+        enc = self._encode(video, video_mask, text, text_mask)
         anchors = self.anchors.weight.expand(video.shape[0], -1, -1)
         hidden, spans = self.decoder(enc["memory"], enc["mask"], enc["pos"], anchors=anchors)
         out = {"logits": self.class_head(hidden), "spans": spans} | {k: enc[k] for k in ("saliency", "alpha", "g", "f")}
         if self.training:
-            rolled = self.text_proj(batch["text"].roll(1, 0))
-            rolled_mask = batch["text_mask"].roll(1, 0)
-            out["saliency_mismatched"] = self._encode(video, batch["visual_mask"], rolled, rolled_mask)["saliency"]
+            mismatched = self._encode(video, video_mask, text.roll(1, 0), text_mask.roll(1, 0))
+            out["saliency_mismatched"] = mismatched["saliency"]
         return out
 
     def extra_losses(self, batch: dict[str, Any], outputs: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -1,11 +1,15 @@
 """Shared LightningModule machinery of the grounding family (spec grounding_methods §2, §9).
 
-A subclass builds its network and implements ``forward(batch) -> outputs`` with ``logits`` [L, B, Q, 2] and
-``spans`` [L, B, Q, 2] (normalised (c, w), one entry per decoder layer, the last is the prediction) and
-``saliency`` [B, T]; it may add loss terms (``extra_losses``) and change the ranking score (``scores``). This
-base does the set criterion (Hungarian matching per layer; span L1, gIoU, foreground CE; saliency hinge), the
-AdamW + StepLR optimiser, the official post-processing and the evaluation loop, which gathers predictions over
-ranks in a ``GroundingMetric`` and logs the official keys as ``val/...`` and ``test/...``.
+The base owns the input side: the video and query projections (§1.1) and, with ``text_model``, a Hugging Face
+text encoder whose token states replace the precomputed query features (``project_inputs``). A subclass takes
+``**base_kwargs``, passes them to ``super().__init__`` (LightningCLI resolves them, so every argument stays
+configurable from YAML), builds its network and implements ``forward(batch) -> outputs`` with ``logits``
+[L, B, Q, 2] and ``spans`` [L, B, Q, 2] (normalised (c, w), one entry per decoder layer, the last is the
+prediction) and ``saliency`` [B, T]; it may add loss terms (``extra_losses``) and change the ranking score
+(``scores``). This base does the set criterion (Hungarian matching per layer; span L1, gIoU, foreground CE;
+saliency hinge), the AdamW + StepLR optimiser, the official post-processing and the evaluation loop, which
+gathers predictions over ranks in a ``GroundingMetric`` and logs the official keys as ``val/...`` and
+``test/...``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from leccr_lightning.losses.spans import (
     span_l1_loss,
 )
 from leccr_lightning.metrics.grounding import GroundingMetric
+from leccr_lightning.modules.detr import input_projection
+from leccr_lightning.modules.text_encoders import HFTextEncoder
 
 
 def temporal_nms(windows: list[list[float]], threshold: float) -> list[list[float]]:
@@ -82,14 +88,32 @@ def qd_saliency_terms(
 
 
 class GroundingDETRBase(L.LightningModule):
-    """Set criterion, optimiser, post-processing and official evaluation for DETR-style grounding methods.
+    """Input projections, set criterion, optimiser, post-processing and official evaluation for DETR-style
+    grounding methods.
 
-    Loss weights and matching costs default to Moment-DETR / QD-DETR (§2.1-2.2); the optimiser to the
-    QVHighlights recipe (§2.4); post-processing to QVHighlights (clamp 150 s, 2-s rounding, no NMS).
+    Inputs: ``visual_dim`` (clip feature width, linked from the DataModule), ``hidden_dim``, ``n_input_proj``
+    and ``input_dropout`` (§1.1). Queries come either as precomputed token features of width ``text_dim``
+    (``batch["text"]``), or, with ``text_model`` (``"tiny"``: a random-init BERT of ``text_hidden`` /
+    ``text_layers`` / ``text_heads`` over ``vocab_size`` tokens, linked from the DataModule; or a local Hugging
+    Face directory), as the encoder's token states over ``batch["tokens"]``; ``trainable_layers`` limits
+    fine-tuning to those encoder layers (``None``: all). Loss weights and matching costs default to
+    Moment-DETR / QD-DETR (§2.1-2.2); the optimiser to the QVHighlights recipe (§2.4); post-processing to
+    QVHighlights (clamp 150 s, 2-s rounding, no NMS).
     """
 
     def __init__(
         self,
+        visual_dim: int,
+        text_dim: int | None = None,
+        hidden_dim: int = 256,
+        n_input_proj: int = 2,
+        input_dropout: float = 0.5,
+        text_model: str | None = None,
+        vocab_size: int | None = None,
+        text_hidden: int = 64,
+        text_layers: int = 2,
+        text_heads: int = 2,
+        trainable_layers: list[int] | None = None,
         span_loss_coef: float = 10.0,
         giou_loss_coef: float = 1.0,
         label_loss_coef: float = 4.0,
@@ -109,6 +133,22 @@ class GroundingDETRBase(L.LightningModule):
         metric_clip_len: float = 2.0,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()  # also collects the calling subclass's arguments
+        if (text_model is None) == (text_dim is None):
+            raise ValueError(
+                "set exactly one of model.init_args.text_dim (precomputed query token features) and "
+                f"model.init_args.text_model (a text encoder over tokenised queries); got text_dim={text_dim}, "
+                f"text_model={text_model!r}"
+            )
+        self.text_encoder: HFTextEncoder | None = None
+        if text_model is not None:
+            self.text_encoder = HFTextEncoder(
+                text_model, vocab_size, text_hidden, text_layers, text_heads, trainable_layers=trainable_layers
+            )
+            text_dim = self.text_encoder.hidden_size
+        self.hidden_dim = hidden_dim
+        self.video_proj = input_projection(visual_dim, hidden_dim, n_input_proj, input_dropout)
+        self.text_proj = input_projection(text_dim, hidden_dim, n_input_proj, input_dropout)
         self.loss_weights: dict[str, float] = {
             "span": span_loss_coef,
             "giou": giou_loss_coef,
@@ -125,6 +165,32 @@ class GroundingDETRBase(L.LightningModule):
         self.max_ts, self.pp_clip_len, self.nms_threshold = max_ts, pp_clip_len, nms_threshold
         self.metric_clip_len = metric_clip_len
         self._metrics: dict[str, GroundingMetric] = {}
+
+    def query_tokens(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Query token features [B, Lq, D_t] and their mask [B, Lq]: the text encoder's states of
+        ``batch["tokens"]`` with ``text_model``, else the precomputed ``batch["text"]``."""
+        key = "tokens" if self.text_encoder is not None else "text"
+        if key not in batch:
+            served = "precomputed query features" if key == "tokens" else "tokenised queries"
+            wanted = (
+                "data.init_args.tokenizer ('train' or a local tokenizer directory)"
+                if key == "tokens"
+                else "data.init_args.text_feature_dir"
+            )
+            raise ValueError(
+                f"{type(self).__name__} reads batch[{key!r}] but the DataModule serves only {served} "
+                f"(qids {batch['qid'][:3]}...); set {wanted}"
+            )
+        if self.text_encoder is None:
+            return batch["text"], batch["text_mask"]
+        tokens = batch["tokens"]
+        states, _ = self.text_encoder(tokens["input_ids"], tokens["attention_mask"])
+        return states, tokens["attention_mask"].bool()
+
+    def project_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected clips [B, T, d], their mask, projected query tokens [B, Lq, d] and their mask (§1.1)."""
+        text, text_mask = self.query_tokens(batch)
+        return self.video_proj(batch["visual"]), batch["visual_mask"], self.text_proj(text), text_mask
 
     def scores(self, outputs: dict[str, Any], layer: int = -1) -> torch.Tensor:
         """Ranking score [B, Q] of a layer's proposals: softmax foreground probability (§2.5)."""

@@ -31,7 +31,6 @@ from leccr_lightning.modules.detr import (
     SpanDecoder,
     T2VEncoder,
     anchor_sine_embedding,
-    input_projection,
     inverse_sigmoid,
 )
 
@@ -55,28 +54,24 @@ class RGTR(GroundingDETRBase):
     """Anchor-pair queries + IoU-aware scoring on a QD-DETR encoder.
 
     Reconstructed choices [recon], with defaults: ``anchor_init="kmeans"`` (centres from ``anchors_file``, or
-    from the training spans at ``setup("fit")`` when no file is given; ``uniform_grid`` and ``learned``
-    are the
-    ablations), ``static_anchor_mode="pos_embed"`` (``region_prior_only``: static anchors enter only the
+    from the training spans at ``setup("fit")`` when no file is given; ``uniform_grid`` and ``learned`` are
+    the ablations), ``static_anchor_mode="pos_embed"`` (``region_prior_only``: static anchors enter only the
     region cost), ``dynamic_refine=True``, ``iou_loss_coef=2.0`` (BAM-DETR's quality-loss coefficient),
     ``score_mode="product"`` (p_fg * q_hat; ``geometric`` = p_fg^(1-alpha) q_hat^alpha), ``region_cost=0.0``
     (off: extra matching cost 1 when the GT's nearest static anchor is not the query's own),
-    ``kmeans_seed=0``.
+    ``kmeans_seed=0``. The input, loss, matching, optimiser and post-processing arguments are
+    ``GroundingDETRBase``'s, passed through ``base_kwargs``.
     """
 
     def __init__(
         self,
-        visual_dim: int,
-        text_dim: int,
-        hidden_dim: int = 256,
+        *,
         nheads: int = 8,
         t2v_layers: int = 2,
         enc_layers: int = 2,
         dec_layers: int = 2,
         dim_feedforward: int = 1024,
         dropout: float = 0.1,
-        input_dropout: float = 0.5,
-        n_input_proj: int = 2,
         num_queries: int = 10,
         anchors_file: str | None = None,
         anchor_init: str = "kmeans",
@@ -88,64 +83,24 @@ class RGTR(GroundingDETRBase):
         score_alpha: float = 0.5,
         region_cost: float = 0.0,
         rank_tau: float = 0.5,
-        span_loss_coef: float = 10.0,
-        giou_loss_coef: float = 1.0,
-        label_loss_coef: float = 4.0,
-        eos_coef: float = 0.1,
-        lw_saliency: float = 1.0,
-        saliency_margin: float = 0.2,
-        set_cost_span: float = 10.0,
-        set_cost_giou: float = 1.0,
-        set_cost_class: float = 4.0,
-        aux_loss: bool = True,
-        lr: float = 1e-4,
-        weight_decay: float = 1e-4,
-        lr_drop: int = 400,
-        max_ts: float | None = 150.0,
-        pp_clip_len: float = 2.0,
-        nms_threshold: float = -1.0,
-        metric_clip_len: float = 2.0,
+        **base_kwargs: Any,
     ) -> None:
-        super().__init__(
-            span_loss_coef=span_loss_coef,
-            giou_loss_coef=giou_loss_coef,
-            label_loss_coef=label_loss_coef,
-            eos_coef=eos_coef,
-            lw_saliency=lw_saliency,
-            saliency_margin=saliency_margin,
-            set_cost_span=set_cost_span,
-            set_cost_giou=set_cost_giou,
-            set_cost_class=set_cost_class,
-            aux_loss=aux_loss,
-            lr=lr,
-            weight_decay=weight_decay,
-            lr_drop=lr_drop,
-            max_ts=max_ts,
-            pp_clip_len=pp_clip_len,
-            nms_threshold=nms_threshold,
-            metric_clip_len=metric_clip_len,
-        )
-        self.save_hyperparameters()
+        super().__init__(**base_kwargs)
         if anchor_init not in ANCHOR_INITS:
             raise ValueError(f"anchor_init must be one of {ANCHOR_INITS}, got {anchor_init!r}")
         if score_mode not in SCORE_MODES:
             raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {score_mode!r}")
         if static_anchor_mode not in ("pos_embed", "region_prior_only"):
             raise ValueError(f"static_anchor_mode must be pos_embed or region_prior_only, got {static_anchor_mode!r}")
-        self.loss_weights.update(
-            {"iou": iou_loss_coef, "saliency_rank": self.loss_weights["saliency"]}
-            | {"saliency_neg": self.loss_weights["saliency"]}
-        )
-        self.video_proj = input_projection(visual_dim, hidden_dim, n_input_proj, input_dropout)
-        self.text_proj = input_projection(text_dim, hidden_dim, n_input_proj, input_dropout)
-        self.encoder = T2VEncoder(hidden_dim, nheads, t2v_layers, enc_layers, dim_feedforward, dropout)
-        self.saliency_head = GlobalSaliencyHead(hidden_dim)
-        self.decoder = SpanDecoder(
-            hidden_dim, nheads, dec_layers, dim_feedforward, dropout, num_queries, True, dynamic_refine
-        )
-        self.static_proj = MLP(hidden_dim, hidden_dim, hidden_dim, 2)
-        self.class_head = nn.Linear(hidden_dim, 2)  # index 0 = foreground
-        self.iou_head = MLP(hidden_dim, hidden_dim, 1, 2)
+        lw_saliency = self.loss_weights["saliency"]
+        self.loss_weights.update({"iou": iou_loss_coef, "saliency_rank": lw_saliency, "saliency_neg": lw_saliency})
+        d = self.hidden_dim
+        self.encoder = T2VEncoder(d, nheads, t2v_layers, enc_layers, dim_feedforward, dropout)
+        self.saliency_head = GlobalSaliencyHead(d)
+        self.decoder = SpanDecoder(d, nheads, dec_layers, dim_feedforward, dropout, num_queries, True, dynamic_refine)
+        self.static_proj = MLP(d, d, d, 2)
+        self.class_head = nn.Linear(d, 2)  # index 0 = foreground
+        self.iou_head = MLP(d, d, 1, 2)
         self.register_buffer("static_anchors", self._initial_anchors(num_queries, anchors_file, anchor_init))
         self.register_buffer("anchors_ready", torch.tensor(anchor_init != "kmeans" or anchors_file is not None))
         self.dynamic_anchors = nn.Parameter(inverse_sigmoid(self.static_anchors.clone()))
@@ -178,17 +133,15 @@ class RGTR(GroundingDETRBase):
             self.dynamic_anchors.copy_(inverse_sigmoid(self.static_anchors.clone()))
             self.anchors_ready.fill_(True)
 
-    def _encode(self, video: torch.Tensor, batch: dict[str, Any], text: torch.Tensor, text_mask: torch.Tensor):
-        memory, mask, pos = self.encoder(video, batch["visual_mask"], text, text_mask)
+    def _encode(self, video: torch.Tensor, video_mask: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor):
+        memory, mask, pos = self.encoder(video, video_mask, text, text_mask)
         return memory, mask, pos, self.saliency_head(memory)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """``logits``/``spans`` [L, B, Q, 2], ``quality`` [L, B, Q], ``saliency`` [B, T] (+ the
-        mismatched pass
-        ``saliency_mismatched`` in training)."""
-        video = self.video_proj(batch["visual"])
-        text = self.text_proj(batch["text"])
-        memory, mask, pos, saliency = self._encode(video, batch, text, batch["text_mask"])
+        """``logits``/``spans`` [L, B, Q, 2], ``quality`` [L, B, Q], ``saliency`` [B, T] (+ the mismatched
+        pass ``saliency_mismatched`` in training: each video with its batch neighbour's query, §1.2)."""
+        video, video_mask, text, text_mask = self.project_inputs(batch)
+        memory, mask, pos, saliency = self._encode(video, video_mask, text, text_mask)
         b = video.shape[0]
         extra_pos = None
         if self.hparams.static_anchor_mode == "pos_embed":
@@ -203,8 +156,7 @@ class RGTR(GroundingDETRBase):
             "saliency": saliency,
         }
         if self.training:
-            rolled_text, rolled_mask = batch["text"].roll(1, 0), batch["text_mask"].roll(1, 0)
-            out["saliency_mismatched"] = self._encode(video, batch, self.text_proj(rolled_text), rolled_mask)[3]
+            out["saliency_mismatched"] = self._encode(video, video_mask, text.roll(1, 0), text_mask.roll(1, 0))[3]
         return out
 
     def match(self, outputs: dict[str, Any], layer: int, targets: list[torch.Tensor]) -> Indices:
