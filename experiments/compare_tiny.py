@@ -5,8 +5,11 @@ written by ``leccr synth`` with the given MT noise rates; the table lists the ch
 comparisons quoted in the README, e.g.
 
     python experiments/compare_tiny.py --experiments baseline nrccr cl2cm dcot --mt_noise 0.0 0.4
-    python experiments/compare_tiny.py --experiments unified bcls listwise rvsepp/tiny_baseline \
-        --keys t2v_r1 t2v_r5 t2v_r10 v2t_r1 v2t_r5 v2t_r10 sumr
+    python experiments/compare_tiny.py --experiments unified bcls listwise rvsepp/tiny_baseline --ndcg \
+        --keys t2v_r1 t2v_r5 t2v_r10 v2t_r1 v2t_r5 v2t_r10 sumr t2v_ndcg@25 v2t_ndcg@25
+
+``--ndcg`` adds TERAN-style NDCG@25 at test time: ROUGE-L relevance of every test query against the captions of
+every gallery item (itr spec §9.3), precomputed per collection and passed as ``model.init_args.eval_relevance``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 
 from leccr_lightning.cli import lightning_main
 from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
+from leccr_lightning.data.visualsearch import read_caption_file, read_id_list
+from leccr_lightning.metrics.relevance import rouge_relevance, save_relevance
 
 
 def experiment_path(name: str) -> Path:
@@ -26,7 +31,18 @@ def experiment_path(name: str) -> Path:
     return Path("configs/experiments") / (f"{name}.yaml" if "/" in name else f"{name}/tiny.yaml")
 
 
-def run(config: Path, root: Path, out: Path, epochs: int, seed: int) -> dict[str, float]:
+def test_rouge_relevance(collection: Path, out: Path) -> str:
+    """ROUGE-L relevance [test queries, test gallery] of the synthetic German test split, saved as .npy; returns
+    the ``eval_relevance`` argument."""
+    queries = read_caption_file(collection / "TextData" / "synthtest_de.caption.txt")
+    gallery = {visual_id: i for i, visual_id in enumerate(read_id_list(collection / "FeatureData" / "test_id.txt"))}
+    targets = [gallery[visual_id] for visual_id in queries.visual_ids]
+    save_relevance(out, rouge_relevance(queries.texts, targets, len(gallery)))
+    provider = {"class_path": "leccr_lightning.metrics.relevance.PrecomputedRelevance", "init_args": {"path": str(out)}}
+    return json.dumps({"test": provider})
+
+
+def run(config: Path, root: Path, out: Path, epochs: int, seed: int, extra: list[str]) -> dict[str, float]:
     cli = lightning_main(
         [
             "fit",
@@ -44,6 +60,7 @@ def run(config: Path, root: Path, out: Path, epochs: int, seed: int) -> dict[str
             str(seed),
             "--test_after_fit",
             "true",
+            *extra,
         ]
     )
     return json.loads(Path(cli.trainer.log_dir, "test_metrics.json").read_text())
@@ -57,13 +74,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--synth_seed", type=int, default=0)
+    parser.add_argument("--ndcg", action="store_true", help="add ROUGE-L NDCG@25 at test time")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for noise in args.mt_noise:
             root = Path(tmp) / f"noise{noise}"
-            write_synthetic_collection(root, SynthConfig(mt_noise=noise, seed=args.synth_seed))
+            collection = write_synthetic_collection(root, SynthConfig(mt_noise=noise, seed=args.synth_seed))
+            extra = []
+            if args.ndcg:
+                extra = ["--model.init_args.eval_relevance", test_rouge_relevance(collection, root / "rouge.npy")]
             for name in args.experiments:
                 metrics = run(
                     experiment_path(name),
@@ -71,6 +92,7 @@ def main() -> None:
                     Path(tmp) / "runs" / f"{name.replace('/', '_')}-{noise}",
                     args.epochs,
                     args.seed,
+                    extra,
                 )
                 rows.append((name, noise, [metrics.get(f"test/{k}", float("nan")) for k in args.keys]))
     print("| experiment | MT noise | " + " | ".join(args.keys) + " |")
