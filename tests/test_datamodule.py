@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -48,7 +51,7 @@ def test_tokenizer_is_cached_and_shared_between_runs(synthetic_root):
     first = CCRDataModule(**tiny_datamodule_kwargs(synthetic_root))
     second = CCRDataModule(**tiny_datamodule_kwargs(synthetic_root))
     assert first.tokenizer.get_vocab() == second.tokenizer.get_vocab()
-    assert list((synthetic_root / "synthetic" / "cache").glob("wordpiece-500-*.json"))
+    assert list((synthetic_root / "synthetic" / "cache").glob("wordpiece-v2-500-*.json"))
 
 
 def test_synthetic_collection_is_deterministic_and_marks_noise(tmp_path):
@@ -101,3 +104,24 @@ def test_unknown_role_and_missing_folder_are_clear(synthetic_root, tmp_path):
         CCRDataModule(**tiny_datamodule_kwargs(synthetic_root, roles=["source", "caption"]))
     with pytest.raises(FileNotFoundError, match="leccr synth"):
         CCRDataModule(**tiny_datamodule_kwargs(tmp_path))
+
+
+def test_trained_tokenizer_is_identical_in_every_process(synthetic_root):
+    """The same captions give the same vocabulary and ids in separate processes (different hash seeds)."""
+    script = (
+        "import json; from leccr_lightning.data.text import train_wordpiece; "
+        "from leccr_lightning.data.visualsearch import read_caption_file; "
+        f"c = read_caption_file({str(synthetic_root / 'synthetic/TextData/synthtrain_enc.caption.txt')!r}).texts; "
+        "print(json.dumps(sorted(train_wordpiece(c, 300).get_vocab().items())))"
+    )
+    vocabs = [
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("1", "2")
+    ]
+    assert vocabs[0] == vocabs[1] and len(vocabs[0]) > 100

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -41,18 +42,30 @@ def normalize_caption(text: str, policy: str = "none", role: str = "source", max
 
 
 def train_wordpiece(corpus: Iterable[str], vocab_size: int = 2000, lowercase: bool = True):
-    """Train a BERT-style WordPiece tokenizer on the captions: CJK characters split, accents kept (they carry
-    meaning in de/fr/cs), ``[CLS] x [SEP]``."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    """A BERT-style WordPiece tokenizer learned from the captions: CJK characters split, accents kept (they carry
+    meaning in de/fr/cs), ``[CLS] x [SEP]``.
+
+    The vocabulary is the special tokens, every character seen (``c`` and ``##c``, so no word is ever unknown) and
+    then the most frequent whole words up to ``vocab_size`` (ties in code-point order). It is built here rather than
+    with ``tokenizers``' WordPiece trainer, whose result depends on hash-map order and so changes from process to
+    process; the same captions always give the same ids.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(
-        lowercase=lowercase, strip_accents=False, handle_chinese_chars=True
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=False, handle_chinese_chars=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(
+        word for text in corpus for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
     )
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), min_frequency=1)
-    tokenizer.train_from_iterator(sorted(set(corpus)), trainer=trainer)
+    characters = sorted({c for word in counts for c in word})
+    alphabet = [*characters, *(f"##{c}" for c in characters)]
+    budget = max(vocab_size - len(SPECIAL_TOKENS) - len(alphabet), 0)
+    words = [w for w, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if len(w) > 1][:budget]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys([*SPECIAL_TOKENS, *alphabet, *words]))}
+    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -86,7 +99,7 @@ def load_or_train_tokenizer(spec: str, corpus: Sequence[str], cache_dir: str | P
                 "data.init_args.tokenizer to a local tokenizer directory (no network at run time) or to 'train'"
             ) from err
     digest = hashlib.sha1(f"{vocab_size}\n".encode() + "\n".join(corpus).encode()).hexdigest()[:16]
-    final = Path(cache_dir) / f"wordpiece-{vocab_size}-{digest}.json"
+    final = Path(cache_dir) / f"wordpiece-v2-{vocab_size}-{digest}.json"
     if not final.is_file():
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_suffix(f".{os.getpid()}.tmp")
