@@ -82,6 +82,20 @@ def test_test_and_predict_from_checkpoint(trained):
     first = json.loads(lines[0])
     assert first["query_id"] == queries[0].split()[0]
     assert len(first["gallery_ids"]) == 10 and first["scores"] == sorted(first["scores"], reverse=True)
+    with_faiss = lightning_main(
+        [
+            "predict",
+            *run_args(base / "vs", base / "predict_faiss"),
+            "--ckpt_path",
+            ckpt,
+            "--trainer.callbacks+=leccr_lightning.callbacks.retrieval_writer.RetrievalPredictionWriter",
+            "--trainer.callbacks.backend=faiss",
+        ]
+    )
+    writers = [c for c in with_faiss.trainer.callbacks if type(c).__name__ == "RetrievalPredictionWriter"]
+    assert [w.backend for w in writers] == ["faiss"]
+    faiss_lines = Path(with_faiss.trainer.log_dir, "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(x)["gallery_ids"][:3] for x in faiss_lines] == [json.loads(x)["gallery_ids"][:3] for x in lines]
 
 
 @pytest.mark.ddp

@@ -193,8 +193,11 @@ class RetrievalMethod(L.LightningModule, ABC):
         }
 
     def configure_callbacks(self) -> list:
+        """A default ``RetrievalPredictionWriter`` for ``leccr predict`` unless the trainer config has one."""
         from leccr_lightning.callbacks.retrieval_writer import RetrievalPredictionWriter
 
+        if any(isinstance(c, RetrievalPredictionWriter) for c in self.trainer.callbacks):
+            return []
         return [RetrievalPredictionWriter()]
 
     # --- exact resumption ---------------------------------------------------------------------------------------
