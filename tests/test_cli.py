@@ -62,6 +62,7 @@ def test_fit_then_test_writes_metrics_far_above_chance(trained):
     assert expected | {"test/sumr"} <= set(metrics)
     chance_r1 = 100 / 31
     assert metrics["test/t2v_r1"] > 4 * chance_r1
+    assert metrics["test/t2v_sumr"] == pytest.approx(sum(metrics[f"test/t2v_r{k}"] for k in (1, 5, 10)), rel=1e-6)
     assert metrics["test/sumr"] == pytest.approx(
         sum(metrics[f"test/{d}_r{k}"] for d in ("t2v", "v2t") for k in (1, 5, 10)), rel=1e-6
     )

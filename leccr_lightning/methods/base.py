@@ -159,9 +159,12 @@ class RetrievalMethod(L.LightningModule, ABC):
             metric.update("gallery", batch["position"], self.encode_gallery(batch))
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
+        """Compute, reset and log the stage's report, plus ``t2v_sumr`` (R1+R5+R10 of text-to-visual alone: NRCCR's
+        model-selection key and RIVRL's "SumR"; checkpoint on it with ``monitor: val/t2v_sumr`` for parity)."""
         metric = self._metric(stage)
         report = {key: float(value) for key, value in metric.compute().items()}
         metric.reset()
+        report["t2v_sumr"] = sum(report[f"t2v_r{k}"] for k in self.ks)
         for key, value in report.items():
             self.log(f"{stage}/{key}", value, sync_dist=False, prog_bar=key == "sumr")
         return report
