@@ -8,6 +8,7 @@ from importlib import import_module
 TOOL_ENTRY_POINTS = {
     "synth": "leccr_lightning.tools.synth:synth_main",
     "describe": "leccr_lightning.tools.describe:describe_main",
+    "extract": "leccr_lightning.tools.extract:extract_main",
     "anchors": "leccr_lightning.tools.anchors:anchors_main",
 }
 
