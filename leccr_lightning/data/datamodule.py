@@ -12,12 +12,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader
 
 from leccr_lightning.data.datasets import (
-    EpochShuffleSampler,
     Gallery,
     ItemDescriptionFeatures,
     PseudoParallelDataset,
@@ -29,12 +26,12 @@ from leccr_lightning.data.datasets import (
 from leccr_lightning.data.errors import DataFormatError
 from leccr_lightning.data.features import DescriptionFeatureStore, FeatureStore, open_feature_store
 from leccr_lightning.data.images import ImageFolderStore
+from leccr_lightning.data.split_module import RetrievalDataModule
 from leccr_lightning.data.text import TokenizedTexts, load_or_train_tokenizer, normalize_caption
 from leccr_lightning.data.visualsearch import CaptionFile, read_caption_file, read_id_list
 
 TRAIN_ROLES = ("source", "target", "back", "description")
 QUERY_ROLES = ("query", "translated")
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -75,7 +72,7 @@ def expected_tag(role: str, language: str) -> str:
     }[role]
 
 
-class CCRDataModule(L.LightningDataModule):
+class CCRDataModule(RetrievalDataModule):
     """Cross-lingual cross-modal retrieval data in the NRCCR/LECCR release layout.
 
     Args:
@@ -153,7 +150,6 @@ class CCRDataModule(L.LightningDataModule):
                 "data.init_args.description_features (precomputed token features)"
             )
         self._captions = {"train": train_captions, "val": val_captions, "test": test_captions}
-        self._splits: dict[str, dict] = {}
         self.tokenizer = load_or_train_tokenizer(
             tokenizer, self._tokenizer_corpus(), self.collection_dir / "cache", tokenizer_vocab_size
         )
@@ -276,49 +272,3 @@ class CCRDataModule(L.LightningDataModule):
             gallery_texts = {"description": self._descriptions(items)}
         gallery = Gallery(items, gallery_texts, features)
         return {"queries": QuerySet(query_file, items, texts, rows), "gallery": gallery}
-
-    def split(self, split: str) -> dict:
-        """The datasets of a split, built once (tokenised once) and cached."""
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-        if split not in self._splits:
-            self._splits[split] = self._build(split)
-        return self._splits[split]
-
-    def setup(self, stage: str) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}[stage]
-        for split in wanted:
-            self.split(split)
-
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        sampler = EpochShuffleSampler(len(dataset), self.hparams.shuffle_seed) if shuffle else None
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            collate_fn=dataset.collate,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            drop_last=False,
-        )
-
-    def _eval_loaders(self, split: str) -> list[DataLoader]:
-        datasets = self.split(split)
-        size = self.hparams.eval_batch_size
-        return [
-            self._loader(datasets["queries"], size, False),
-            self._loader(datasets["gallery"], size, False),
-        ]
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.split("train")["train"], self.hparams.batch_size, True)
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("val")
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("test")
-
-    def predict_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("test")

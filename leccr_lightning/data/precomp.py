@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from leccr_lightning.data.datasets import EpochShuffleSampler, Gallery, PseudoParallelDataset, QuerySet, VisualItems
+from leccr_lightning.data.datasets import Gallery, PseudoParallelDataset, QuerySet, VisualItems
 from leccr_lightning.data.errors import DataFormatError
 from leccr_lightning.data.features import FeatureStore
+from leccr_lightning.data.split_module import RetrievalDataModule
 from leccr_lightning.data.text import TokenizedTexts, load_or_train_tokenizer
 from leccr_lightning.data.visualsearch import CaptionFile, CaptionId
 
@@ -293,7 +292,7 @@ def word_level_tokenizer(word2idx: dict[str, int]):
     )
 
 
-class PrecompDataModule(L.LightningDataModule):
+class PrecompDataModule(RetrievalDataModule):
     """SCAN precomp image-text data with exactly the ``CCRDataModule`` batch contract.
 
     Training batches: ``visual`` [B, R, D] (R = regions, 1 for global features), ``visual_mask``, ``visual_index``,
@@ -351,7 +350,6 @@ class PrecompDataModule(L.LightningDataModule):
             raise ValueError(f"roles must be a subset of {PRECOMP_ROLES} holding 'source', got {self.roles}")
         if vocab_json is not None and tokenizer != "words":
             raise ValueError(f"vocab_json is a word vocabulary: it needs tokenizer 'words', got {tokenizer!r}")
-        self._splits: dict[str, dict] = {}
         self.tokenizer = self._make_tokenizer()
 
     def _make_tokenizer(self):
@@ -399,45 +397,3 @@ class PrecompDataModule(L.LightningDataModule):
             "queries": QuerySet(data.captions, items, {"query": texts}, {"query": rows}),
             "gallery": Gallery(items),
         }
-
-    def split(self, split: str) -> dict:
-        """The datasets of ``train``, ``val`` or ``test``, built (and tokenised) once and cached."""
-        if split not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {split!r}; expected train, val or test")
-        if split not in self._splits:
-            self._splits[split] = self._build(split)
-        return self._splits[split]
-
-    def setup(self, stage: str) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}[stage]
-        for split in wanted:
-            self.split(split)
-
-    def _loader(self, dataset, batch_size: int, train: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self.hparams.shuffle_seed) if train else None,
-            collate_fn=dataset.collate,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            drop_last=train and self.hparams.drop_last,
-        )
-
-    def _eval_loaders(self, split: str) -> list[DataLoader]:
-        datasets = self.split(split)
-        size = self.hparams.eval_batch_size
-        return [self._loader(datasets["queries"], size, False), self._loader(datasets["gallery"], size, False)]
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.split("train")["train"], self.hparams.batch_size, True)
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("val")
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("test")
-
-    def predict_dataloader(self) -> list[DataLoader]:
-        return self._eval_loaders("test")

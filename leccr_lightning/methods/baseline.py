@@ -90,6 +90,9 @@ class DualEncoderBaseline(RetrievalMethod):
         target_weight: weight of the MT-target term (NRCCR's ``tri_alpha`` = 0.6; 1.0 here by default).
     """
 
+    module_arguments: tuple[str, ...] = ()
+    """Further constructor arguments of a subclass that are modules (kept out of the hyper-parameters)."""
+
     def __init__(
         self,
         visual_dim: int,
@@ -113,7 +116,7 @@ class DualEncoderBaseline(RetrievalMethod):
         **base_kwargs,
     ):
         super().__init__(**base_kwargs)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "objective"])
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "objective", *self.module_arguments])
         self.encoder = DualEncoder(
             visual_dim,
             vocab_size,

@@ -17,44 +17,29 @@ from collections.abc import Mapping
 
 import torch
 
-from leccr_lightning.losses import positive_mask_from_ids, soft_target_distillation, token_ot_distance
-from leccr_lightning.methods.base import RetrievalMethod
-from leccr_lightning.methods.baseline import DualEncoder
+from leccr_lightning.losses import soft_target_distillation, token_ot_distance
+from leccr_lightning.methods.baseline import DualEncoderBaseline
 from leccr_lightning.methods.objectives import InfoNCEObjective, PairObjective
 from leccr_lightning.modules.heads import ProjectionHead
 
 
-class CL2CM(RetrievalMethod):
+class CL2CM(DualEncoderBaseline):
     """CL2CM as a LightningModule ([recon] defaults, each a named argument).
 
     Args:
-        visual_dim, vocab_size, text_*, visual_*, embed_dim, batch_norm, dropout: as the baseline dual encoder.
-        objective: the CM alignment loss (default symmetric InfoNCE, 0.07); ``lingual_objective``: L_sent.
-        target_weight: weight of the (t, v) term (1.0); sent_weight 1.0, word_weight 1.0, kd_weight 1.0.
+        baseline_kwargs: the dual encoder and the rest of ``DualEncoderBaseline``'s arguments, among them
+            ``objective`` (the CM alignment loss, default symmetric InfoNCE 0.07) and ``target_weight`` (1.0).
+        lingual_objective: L_sent (default symmetric InfoNCE); sent_weight 1.0, word_weight 1.0, kd_weight 1.0.
         kd_student_temperature / kd_teacher_temperature: tau_S, tau_T of L_kd (0.07 / 0.07).
         ot_epsilon, ot_max_iter: word-level Sinkhorn entropy (0.05) and iterations (100).
     """
 
+    module_arguments = ("lingual_objective",)
+
     def __init__(
         self,
         visual_dim: int,
-        vocab_size: int | None = None,
-        text_model: str = "tiny",
-        text_hidden: int = 64,
-        text_layers: int = 2,
-        text_heads: int = 2,
-        trainable_layers: list[int] | None = None,
-        pooling: str = "mean",
-        visual_encoder: str = "mlp",
-        visual_hidden: int = 128,
-        visual_heads: int = 4,
-        max_visual_positions: int = 80,
-        embed_dim: int = 128,
-        batch_norm: bool = False,
-        dropout: float = 0.0,
-        objective: PairObjective | None = None,
         lingual_objective: PairObjective | None = None,
-        target_weight: float = 1.0,
         sent_weight: float = 1.0,
         word_weight: float = 1.0,
         kd_weight: float = 1.0,
@@ -62,29 +47,11 @@ class CL2CM(RetrievalMethod):
         kd_teacher_temperature: float = 0.07,
         ot_epsilon: float = 0.05,
         ot_max_iter: int = 100,
-        **base_kwargs,
+        **baseline_kwargs,
     ):
-        super().__init__(**base_kwargs)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "objective", "lingual_objective"])
-        self.encoder = DualEncoder(
-            visual_dim,
-            vocab_size,
-            text_model,
-            text_hidden,
-            text_layers,
-            text_heads,
-            trainable_layers,
-            pooling,
-            visual_encoder,
-            visual_hidden,
-            visual_heads,
-            max_visual_positions,
-            embed_dim,
-            batch_norm,
-            dropout,
-        )
-        self.lingual_head = ProjectionHead(self.encoder.text.hidden_size, embed_dim, batch_norm, dropout)
-        self.objective = objective if objective is not None else InfoNCEObjective()
+        super().__init__(visual_dim, **baseline_kwargs)
+        hp = self.hparams
+        self.lingual_head = ProjectionHead(self.encoder.text.hidden_size, hp.embed_dim, hp.batch_norm, hp.dropout)
         self.lingual_objective = lingual_objective if lingual_objective is not None else InfoNCEObjective()
 
     def _text(self, tokens: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +77,7 @@ class CL2CM(RetrievalMethod):
         source_cl = self.gather(self.lingual_head(pooled_s))
         target_cl = self.gather(self.lingual_head(pooled_t))
         index = self.gather(batch["visual_index"])
-        positives = positive_mask_from_ids(index, index)
+        positives = self.positives(index, index)
         shared = {
             "progress": self.training_progress(),
             "visual": visual,
@@ -140,9 +107,3 @@ class CL2CM(RetrievalMethod):
             + hp.kd_weight * terms["kd"]
         )
         return terms
-
-    def encode_queries(self, batch: Mapping) -> dict[str, torch.Tensor]:
-        return {"query": self.encoder.embed_text(batch["text"]["query"])}
-
-    def encode_gallery(self, batch: Mapping) -> dict[str, torch.Tensor]:
-        return {"gallery": self.encoder.embed_visual(batch["visual"], batch["visual_mask"])}
