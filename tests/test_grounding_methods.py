@@ -179,7 +179,7 @@ def test_method_learns_synthetic_task(
     dm = _datamodule(synthetic)
     model = method(visual_dim=dm.visual_dim, text_dim=dm.text_dim, **TINY, **extra)
     before = _trainer(tmp_path, 1).test(model, datamodule=dm, verbose=False)[0]
-    trainer = _trainer(tmp_path, 15)
+    trainer = _trainer(tmp_path, 30)  # 15 epochs left QD-DETR near chance on some CPUs (ISA-dependent rounding)
     trainer.fit(model, datamodule=dm)
     after = trainer.test(model, datamodule=dm, verbose=False)[0]
     assert after["test/MR-full-mAP"] > before["test/MR-full-mAP"] + 10
