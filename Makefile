@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE = 1
 export HF_HUB_DISABLE_PROGRESS_BARS = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: install train test test-fast lint bench sweep-check clean
+.PHONY: install train test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,4 +1,5 @@
-"""Shared test set-up: one torch thread, no network, no stray process groups."""
+"""Shared test set-up: one torch thread, no network, no stray process groups; the real-data, synthetic-collection and
+CLI fixtures."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -47,34 +50,18 @@ def synthetic_root(tmp_path_factory) -> Path:
     return root
 
 
-def tiny_datamodule_kwargs(root: Path, **overrides) -> dict:
-    """CCRDataModule arguments for the synthetic layout (German)."""
-    from leccr_lightning.data.datamodule import FeatureSpec
+@pytest.fixture
+def run_cli(monkeypatch: pytest.MonkeyPatch) -> Callable:
+    """In-process ``leccr <subcommand>``: ``run_cli("fit", config, root, out, *extra)`` returns the ``LeccrCLI``.
 
-    kwargs = dict(
-        root=str(root),
-        collection="synthetic",
-        language="de",
-        train_captions={
-            "source": "synthtrain_enc.caption.txt",
-            "target": "synthtrain_google_enc2de.caption.txt",
-            "back": "synthtrain_google_enc2de2enc.caption.txt",
-        },
-        val_captions={"query": "synthval_de.caption.txt", "translated": "synthval_google_de2enc.caption.txt"},
-        test_captions={
-            "query": "synthtest_de.caption.txt",
-            "translated": "synthtest_google_de2enc.caption.txt",
-        },
-        features=FeatureSpec(path="FeatureData/synthetic_feat"),
-        id_lists={
-            "train": "FeatureData/train_id.txt",
-            "val": "FeatureData/val_id.txt",
-            "test": "FeatureData/test_id.txt",
-        },
-        descriptions="descriptions",
-        tokenizer_vocab_size=500,
-        batch_size=16,
-        eval_batch_size=16,
-    )
-    kwargs.update(overrides)
-    return kwargs
+    ``root`` is the data root (``None`` keeps the config's), ``out`` holds the logs and checkpoints of the run.
+    """
+    from leccr_lightning.cli import lightning_main
+    from tests.helpers import cli_args
+
+    monkeypatch.setattr(sys, "argv", ["leccr"])
+
+    def run(subcommand: str, config: str, root: Path | str | None, out: Path | str, *extra: str):
+        return lightning_main([subcommand, *cli_args(config, root, out, *extra)])
+
+    return run

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 import torch
-from conftest import tiny_datamodule_kwargs
 
 from leccr_lightning.data.datamodule import CCRDataModule
 from leccr_lightning.data.errors import DataFormatError
 from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
 from leccr_lightning.data.visualsearch import read_caption_file
+from tests.helpers import tiny_datamodule_kwargs
 
 
 def test_training_batch_contract(synthetic_root):

@@ -17,6 +17,7 @@ from leccr_lightning.losses.weighted import (
 )
 from leccr_lightning.methods.baseline import DualEncoderBaseline
 from leccr_lightning.methods.dcot import ConfidenceLogger, DCOTObjective
+from tests.helpers import experiment
 
 
 def _unit(*shape: int, seed: int) -> torch.Tensor:
@@ -143,28 +144,12 @@ def _auc(clean: np.ndarray, noisy: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-def test_confidences_rank_corrupted_translations_below_clean_ones(tmp_path) -> None:
-    from leccr_lightning.cli import lightning_main
+def test_confidences_rank_corrupted_translations_below_clean_ones(tmp_path, run_cli) -> None:
     from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
 
     write_synthetic_collection(tmp_path / "data", SynthConfig(n_train=150, n_val=12, n_test=12, mt_noise=0.4))
-    cli = lightning_main(
-        [
-            "fit",
-            "--config",
-            "configs/experiments/dcot/tiny.yaml",
-            "--data.init_args.root",
-            str(tmp_path / "data"),
-            "--trainer.max_epochs",
-            "6",
-            "--trainer.check_val_every_n_epoch",
-            "6",
-            "--trainer.default_root_dir",
-            str(tmp_path / "run"),
-            "--trainer.logger.init_args.save_dir",
-            str(tmp_path / "run"),
-        ]
-    )
+    schedule = ("--trainer.max_epochs", "6", "--trainer.check_val_every_n_epoch", "6")
+    cli = run_cli("fit", experiment("dcot"), tmp_path / "data", tmp_path / "run", *schedule)
     logger = next(c for c in cli.trainer.callbacks if isinstance(c, ConfidenceLogger))
     manifest = json.loads((tmp_path / "data" / "synthetic" / "MANIFEST.json").read_text())
     noisy_ids = set(manifest["noisy_translations"])

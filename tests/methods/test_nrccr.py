@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +12,7 @@ from leccr_lightning.callbacks.nrccr_schedule import NRCCRLearningRate
 from leccr_lightning.methods.nrccr import NRCCR
 from leccr_lightning.modules.attention import SharedTextAttention
 from leccr_lightning.modules.discriminator import LanguageDiscriminator
+from tests.helpers import assert_consistent_report, experiment, written_test_metrics
 
 VOCAB, BATCH, DIM = 40, 6, 12
 
@@ -187,32 +187,13 @@ def test_learning_rate_decays_and_halves_on_plateau() -> None:
 
 
 @pytest.mark.slow
-def test_tiny_config_trains_and_tests_through_the_cli(tmp_path) -> None:
-    from leccr_lightning.cli import lightning_main
+def test_tiny_config_trains_and_tests_through_the_cli(tmp_path, run_cli) -> None:
     from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
 
     write_synthetic_collection(tmp_path / "data", SynthConfig(n_train=40, n_val=12, n_test=12))
-    lightning_main(
-        [
-            "fit",
-            "--config",
-            "configs/experiments/nrccr/tiny.yaml",
-            "--data.init_args.root",
-            str(tmp_path / "data"),
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.log_every_n_steps",
-            "1",
-            "--trainer.default_root_dir",
-            str(tmp_path / "run"),
-            "--trainer.logger.init_args.save_dir",
-            str(tmp_path / "run"),
-            "--test_after_fit",
-            "true",
-        ]
-    )
+    extra = ("--trainer.max_epochs", "1", "--trainer.log_every_n_steps", "1", "--test_after_fit", "true")
+    run_cli("fit", experiment("nrccr"), tmp_path / "data", tmp_path / "run", *extra)
     logged = (tmp_path / "run").rglob("metrics.csv")
     columns = set(next(logged).read_text().splitlines()[0].split(","))
     assert {"train/sim", "train/feat", "train/back", "train/gen", "train/disc", "test/sumr"} <= columns
-    written = json.loads(next((tmp_path / "run").rglob("test_metrics.json")).read_text())
-    assert 0 <= written["test/sumr"] <= 600
+    assert_consistent_report(written_test_metrics(tmp_path / "run"))

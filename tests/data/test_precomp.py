@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_datamodule_kwargs
 
 from leccr_lightning.cli import lightning_main
 from leccr_lightning.data.datamodule import CCRDataModule
@@ -23,6 +22,7 @@ from leccr_lightning.data.precomp import (
     word_level_tokenizer,
     write_precomp,
 )
+from tests.helpers import tiny_datamodule_kwargs
 
 WORDS = ["dog", "cat", "horse", "bird", "ball", "tree", "car", "boat", "kite", "bench", "lamp", "cake"]
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,8 +18,8 @@ from leccr_lightning.losses.slots import (
 from leccr_lightning.methods.leccr import LECCR, LeccrInfoNCE, LinearWarmupDecay, MaxSlotScorer
 from leccr_lightning.metrics import DotScorer, FusedScorer, retrieval_report, retrieval_report_from_views
 from leccr_lightning.modules.slots import SemanticSlots
+from tests.helpers import CONFIGS, assert_consistent_report, written_test_metrics
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TERMS = ("vs", "vt", "st", "slot_text", "slot_vision", "slot_diversity", "dstl")
 
 
@@ -257,7 +253,7 @@ def test_video_fusion_scores_through_the_shared_metric():
 
 
 # --- CLI -----------------------------------------------------------------------------------------------------------
-def run_cli(command: str):
+def leccr_cli(command: str):
     """``leccr`` in process; ``command`` is split on spaces (tmp paths have none)."""
     return lightning_main(command.split())
 
@@ -265,7 +261,7 @@ def run_cli(command: str):
 def test_cli_fit_then_test_on_the_tiny_experiment(tmp_path):
     root, out = tmp_path / "data", tmp_path / "run"
     write_synthetic_collection(root, SynthConfig(n_train=80, n_val=20, n_test=20))
-    run_cli(
+    leccr_cli(
         f"fit --config {CONFIGS}/experiments/leccr/tiny.yaml --data.init_args.root {root} "
         f"--trainer.default_root_dir {out} --trainer.logger.init_args.save_dir {out} --trainer.max_epochs 2 "
         "--trainer.log_every_n_steps 1 --test_after_fit true"
@@ -274,8 +270,7 @@ def test_cli_fit_then_test_on_the_tiny_experiment(tmp_path):
     for term in (*TERMS, "loss", "temperature"):
         assert f"train/{term}" in logged
     assert "val/sumr" in logged
-    report = json.loads(next(out.rglob("test_metrics.json")).read_text())
-    assert 0.0 <= report["test/sumr"] <= 600.0 and math.isfinite(report["test/t2v_r1"])
+    assert_consistent_report(written_test_metrics(out))
 
 
 def test_missing_description_is_an_error_naming_the_id(tmp_path):
@@ -284,7 +279,7 @@ def test_missing_description_is_an_error_naming_the_id(tmp_path):
     train_id = (folder / "FeatureData/train_id.txt").read_text().split()[0]
     (folder / "descriptions" / f"{train_id}.txt").unlink()
     with pytest.raises(ValueError, match=train_id):
-        run_cli(
+        leccr_cli(
             f"fit --config {CONFIGS}/experiments/leccr/tiny.yaml --data.init_args.root {root} "
             f"--trainer.default_root_dir {out} --trainer.logger.init_args.save_dir {out} --trainer.max_epochs 1"
         )
@@ -308,7 +303,7 @@ def test_real_data_config_loads_and_trains_one_step(tmp_path, experiment, layout
         languages=[language], layout=layout, video=video, n_train=12, n_val=4, n_test=4, feature_dim=16
     )
     write_synthetic_collection(root, config)
-    cli = run_cli(
+    cli = leccr_cli(
         f"fit --config {CONFIGS}/experiments/leccr/{experiment}.yaml --data.init_args.root {root} "
         "--data.init_args.tokenizer train --data.init_args.num_workers 0 --data.init_args.batch_size 8 "
         "--model.init_args.text_model tiny --model.init_args.text_hidden 16 --model.init_args.text_layers 1 "

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_precomp import learnable_split
 
 from leccr_lightning.cli import lightning_main
 from leccr_lightning.data.errors import DataFormatError
@@ -19,6 +18,7 @@ from leccr_lightning.metrics import RetrievalMetric, retrieval_report
 from leccr_lightning.metrics.protocols import ndcg_report, ndcg_report_from_views
 from leccr_lightning.metrics.relevance import PrecomputedRelevance, rouge_relevance, save_relevance
 from leccr_lightning.metrics.scoring import DotScorer, FusedScorer
+from tests.data.test_precomp import learnable_split
 
 
 def tied_problem(num_queries: int, num_gallery: int, seed: int):

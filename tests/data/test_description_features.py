@@ -10,7 +10,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_datamodule_kwargs
 
 from leccr_lightning.cli import lightning_main
 from leccr_lightning.data.datamodule import CCRDataModule, DescriptionFeatureSpec
@@ -18,8 +17,12 @@ from leccr_lightning.data.errors import DataFormatError
 from leccr_lightning.data.features import DescriptionFeatureStore
 from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
 from leccr_lightning.methods.leccr import LECCR
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from tests.helpers import (
+    CONFIGS,
+    assert_consistent_report,
+    tiny_datamodule_kwargs,
+    written_test_metrics,
+)
 
 
 def padded(tokens: dict[str, np.ndarray], length: int) -> np.ndarray:
@@ -194,5 +197,4 @@ def test_cli_trains_and_tests_leccr_on_description_features(tmp_path):
         ]
     )
     assert cli.model.description_proj.in_features == dim
-    report = json.loads(next(out.rglob("test_metrics.json")).read_text())
-    assert 0.0 <= report["test/sumr"] <= 600.0
+    assert_consistent_report(written_test_metrics(out))

@@ -3,24 +3,24 @@ the ``images`` feature kind in the DataModule, LECCR over a timm backbone, and t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_datamodule_kwargs
 from PIL import Image
 
-from leccr_lightning.cli import lightning_main
 from leccr_lightning.data.datamodule import CCRDataModule, FeatureSpec
 from leccr_lightning.data.errors import DataFormatError
 from leccr_lightning.data.features import open_feature_store
 from leccr_lightning.data.images import ImageFolderStore
 from leccr_lightning.data.synthetic import SynthConfig, render_picture, shape_mask, write_synthetic_collection
 from leccr_lightning.methods.leccr import LECCR
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from tests.helpers import (
+    experiment,
+    tiny_datamodule_kwargs,
+    written_test_metrics,
+)
 
 
 def write_png(path: Path, colour: tuple[int, int, int], size: int = 20) -> None:
@@ -194,27 +194,12 @@ def test_leccr_timm_variant_fine_tunes_the_backbone_end_to_end():
         LECCR(visual_dim=32, vocab_size=30, visual_encoder="timm", timm_model="test_resnet")
 
 
-def test_cli_fit_then_test_on_tiny_images_learns(tmp_path):
+def test_cli_fit_then_test_on_tiny_images_learns(tmp_path, run_cli):
     root, out = tmp_path / "data", tmp_path / "run"
     write_synthetic_collection(root, SynthConfig(n_train=150, n_val=20, n_test=20, write_images=True))
-    cli = lightning_main(
-        [
-            "fit",
-            "--config",
-            str(CONFIGS / "experiments/leccr/tiny_images.yaml"),
-            "--data.init_args.root",
-            str(root),
-            "--trainer.default_root_dir",
-            str(out),
-            "--trainer.logger.init_args.save_dir",
-            str(out),
-            "--trainer.max_epochs",
-            "6",
-            "--test_after_fit",
-            "true",
-        ]
-    )
+    config = experiment("leccr", "tiny_images")
+    cli = run_cli("fit", config, root, out, "--trainer.max_epochs", "6", "--test_after_fit", "true")
     assert cli.model.hparams.visual_encoder == "timm"
-    report = json.loads(next(out.rglob("test_metrics.json")).read_text())
+    report = written_test_metrics(out)
     # chance SumR on a 20-item gallery with one positive per query is about 2 x (5 + 25 + 50) = 160
     assert report["test/sumr"] > 220

@@ -9,22 +9,13 @@ import pytest
 import torch
 
 from leccr_lightning.cli import lightning_main, main
+from tests.helpers import cli_args, experiment
 
-TINY = "configs/experiments/baseline/tiny.yaml"
+TINY = experiment("baseline")
 
 
 def run_args(root, out, *extra: str) -> list[str]:
-    return [
-        "--config",
-        TINY,
-        "--data.init_args.root",
-        str(root),
-        "--trainer.default_root_dir",
-        str(out),
-        "--trainer.logger.init_args.save_dir",
-        str(out),
-        *extra,
-    ]
+    return cli_args(TINY, root, out, *extra)
 
 
 @pytest.fixture(scope="module")

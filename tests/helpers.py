@@ -1,0 +1,85 @@
+"""Shared test helpers: repository paths, the synthetic DataModule arguments, and CLI argument lists."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+EXPERIMENTS = CONFIGS / "experiments"
+
+
+def experiment(method: str, name: str = "tiny") -> str:
+    """Path of ``configs/experiments/<method>/<name>.yaml`` (absolute, so tests do not depend on the cwd)."""
+    path = EXPERIMENTS / method / f"{name}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no experiment config {path}")
+    return str(path)
+
+
+def cli_args(config: str, root: Path | str | None, out: Path | str, *extra: str) -> list[str]:
+    """``--config config --data.init_args.root root`` with the run's log and checkpoint folders under ``out``."""
+    args = ["--config", str(config)]
+    if root is not None:
+        args += ["--data.init_args.root", str(root)]
+    args += ["--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out)]
+    return [*args, *extra]
+
+
+def written_test_metrics(out: Path | str) -> dict[str, float]:
+    """The ``test_metrics.json`` a run under ``out`` wrote (exactly one must exist)."""
+    found = sorted(Path(out).rglob("test_metrics.json"))
+    if len(found) != 1:
+        raise AssertionError(f"expected one test_metrics.json under {out}, found {[str(p) for p in found]}")
+    return json.loads(found[0].read_text(encoding="utf-8"))
+
+
+def tiny_datamodule_kwargs(root: Path, **overrides) -> dict:
+    """CCRDataModule arguments for the synthetic layout (German)."""
+    from leccr_lightning.data.datamodule import FeatureSpec
+
+    kwargs = dict(
+        root=str(root),
+        collection="synthetic",
+        language="de",
+        train_captions={
+            "source": "synthtrain_enc.caption.txt",
+            "target": "synthtrain_google_enc2de.caption.txt",
+            "back": "synthtrain_google_enc2de2enc.caption.txt",
+        },
+        val_captions={"query": "synthval_de.caption.txt", "translated": "synthval_google_de2enc.caption.txt"},
+        test_captions={
+            "query": "synthtest_de.caption.txt",
+            "translated": "synthtest_google_de2enc.caption.txt",
+        },
+        features=FeatureSpec(path="FeatureData/synthetic_feat"),
+        id_lists={
+            "train": "FeatureData/train_id.txt",
+            "val": "FeatureData/val_id.txt",
+            "test": "FeatureData/test_id.txt",
+        },
+        descriptions="descriptions",
+        tokenizer_vocab_size=500,
+        batch_size=16,
+        eval_batch_size=16,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+def assert_consistent_report(metrics: dict[str, float], stage: str = "test", ks: tuple[int, ...] = (1, 5, 10)) -> None:
+    """A retrieval report's internal consistency: every key present, recalls in [0, 100] and non-decreasing in K,
+    MedR/MeanR >= 1, mAP in [0, 100], ``sumr`` and ``t2v_sumr`` the sums of their recalls."""
+    for direction in ("t2v", "v2t"):
+        recalls = [metrics[f"{stage}/{direction}_r{k}"] for k in ks]
+        assert all(0.0 <= r <= 100.0 for r in recalls), recalls
+        assert recalls == sorted(recalls), f"{direction} recalls decrease with K: {recalls}"
+        assert metrics[f"{stage}/{direction}_medr"] >= 1.0 and metrics[f"{stage}/{direction}_meanr"] >= 1.0
+        assert 0.0 <= metrics[f"{stage}/{direction}_map"] <= 100.0
+    t2v = sum(metrics[f"{stage}/t2v_r{k}"] for k in ks)
+    total = t2v + sum(metrics[f"{stage}/v2t_r{k}"] for k in ks)
+    # the logger stores float32: compare to 1e-6 relative
+    assert math.isclose(metrics[f"{stage}/t2v_sumr"], t2v, rel_tol=1e-6, abs_tol=1e-6), (metrics, t2v)
+    assert math.isclose(metrics[f"{stage}/sumr"], total, rel_tol=1e-6, abs_tol=1e-6), (metrics, total)
