@@ -1,10 +1,15 @@
-"""Generic machinery every retrieval method shares, written once: evaluation, logging, optimisers, gathering.
+"""Generic machinery every method shares, written once.
 
-A method implements ``compute_losses(batch) -> dict`` (with the total under ``"loss"``), ``encode_queries`` and
-``encode_gallery`` (named embedding views), and optionally ``scorer`` (how views become a score matrix; the default
-is a dot product of ``query`` and ``gallery``). Validation and test feed both views into ``RetrievalMetric``, which
-gathers them from every rank, removes DistributedSampler padding and scores in chunks, so the logged numbers are the
-same with 1 or N processes; every rank logs the same value (``sync_dist=False``).
+``MethodBase`` (both task families): the optimiser factory over parameter groups (weight decay 0 for biases, norms,
+positions, temperatures), the optional LR scheduler, gradient clipping as a method constant, loss logging, training
+progress, and the RNG states in checkpoints (a resumed run draws the same dropout masks).
+
+``RetrievalMethod`` adds evaluation and gathering. A retrieval method implements ``compute_losses(batch) -> dict``
+(with the total under ``"loss"``), ``encode_queries`` and ``encode_gallery`` (named embedding views), and optionally
+``scorer`` (how views become a score matrix; the default is a dot product of ``query`` and ``gallery``). Validation
+and test feed both views into ``RetrievalMetric``, which gathers them from every rank, removes DistributedSampler
+padding and scores in chunks, so the logged numbers are the same with 1 or N processes; every rank logs the same
+value (``sync_dist=False``).
 """
 
 from __future__ import annotations
@@ -48,20 +53,91 @@ def adamw(params: Iterable) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
 
 
-class RetrievalMethod(L.LightningModule, ABC):
-    """Base LightningModule of every CCR / image-text / video-text retrieval method.
+class MethodBase(L.LightningModule):
+    """Optimisation, logging and exact resumption shared by the retrieval and grounding families.
 
     Args:
         optimizer: an optimiser factory over parameter groups (LightningCLI ``class_path``/``init_args``).
         scheduler: an optional LR scheduler factory; ``scheduler_interval`` is ``"epoch"`` or ``"step"``.
         no_decay_keys: parameter-name fragments that get weight decay 0 (biases, norms, positions, temperature).
+        gradient_clip_norm: clip the total gradient norm to this value (NRCCR: 2.0); a method constant, so it lives
+            here rather than in the trainer config (``trainer.gradient_clip_val`` still applies when this is unset).
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable = adamw,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+        no_decay_keys: tuple[str, ...] = NO_DECAY_KEYS,
+        gradient_clip_norm: float | None = None,
+    ):
+        super().__init__()
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval: expected 'epoch' or 'step', got {scheduler_interval!r}")
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.no_decay_keys = tuple(no_decay_keys)
+        self.gradient_clip_norm = gradient_clip_norm
+
+    # --- logging and progress ---------------------------------------------------------------------------------
+    def log_losses(self, losses: Mapping[str, torch.Tensor], batch_size: int, stage: str = "train") -> None:
+        """Log every named term as ``<stage>/<name>`` (``loss`` on the progress bar)."""
+        for name, value in losses.items():
+            self.log(f"{stage}/{name}", value.detach(), batch_size=batch_size, prog_bar=name == "loss")
+
+    def training_progress(self) -> float:
+        """Fraction of training done, in [0, 1] (for curricula and schedules)."""
+        if self._trainer is None:
+            return 0.0
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        return min(self.global_step / total, 1.0)
+
+    # --- exact resumption ---------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the RNG states (Python, NumPy, torch) so a resumed run draws the same dropout masks."""
+        checkpoint["rng_states"] = _collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_states" in checkpoint:
+            _restore_rng_states(checkpoint["rng_states"])
+
+    # --- optimisation -----------------------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict]:
+        """Trainable parameters split into a decayed group and a ``weight_decay = 0`` group (biases, norms...)."""
+        decay, no_decay = [], []
+        for name, parameter in self.named_parameters():
+            if parameter.requires_grad:
+                (no_decay if any(k in name for k in self.no_decay_keys) else decay).append(parameter)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip to ``gradient_clip_norm`` (L2 norm) when set, else to the trainer's setting."""
+        if self.gradient_clip_norm is not None:
+            gradient_clip_val, gradient_clip_algorithm = self.gradient_clip_norm, "norm"
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }
+
+
+class RetrievalMethod(MethodBase, ABC):
+    """Base LightningModule of every CCR / image-text / video-text retrieval method.
+
+    Args (besides ``MethodBase``'s optimiser, scheduler, no-decay keys and gradient clipping):
         gather_negatives: score against the embeddings of every rank (all_gather with gradients) in training.
         ks: recall cut-offs of the evaluation report.
         eval_chunk_size: query chunk for evaluation scoring (``None``: automatic).
         eval_relevance: stage (``val``/``test``) -> relevance of that split; the stage's report then adds NDCG@25
             in both directions (``RetrievalMetric`` ``relevance``, itr spec §9.3).
-        gradient_clip_norm: clip the total gradient norm to this value (NRCCR: 2.0); a method constant, so it lives
-            here rather than in the trainer config (``trainer.gradient_clip_val`` still applies when this is unset).
     """
 
     required_roles: tuple[str, ...] = ("source", "target")
@@ -78,18 +154,13 @@ class RetrievalMethod(L.LightningModule, ABC):
         eval_relevance: dict[str, SplitRelevance] | None = None,
         gradient_clip_norm: float | None = None,
     ):
-        super().__init__()
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.scheduler_interval = scheduler_interval
-        self.no_decay_keys = tuple(no_decay_keys)
+        super().__init__(optimizer, scheduler, scheduler_interval, no_decay_keys, gradient_clip_norm)
         self.gather_negatives = gather_negatives
         self.ks = tuple(ks)
         self.eval_chunk_size = eval_chunk_size
         self.eval_relevance = dict(eval_relevance or {})
         if not set(self.eval_relevance) <= {"val", "test"}:
             raise ValueError(f"eval_relevance keys must be 'val' and/or 'test', got {sorted(self.eval_relevance)}")
-        self.gradient_clip_norm = gradient_clip_norm
         self.metrics = nn.ModuleDict()
 
     # --- what a method provides -------------------------------------------------------------------------------
@@ -114,13 +185,6 @@ class RetrievalMethod(L.LightningModule, ABC):
         """``x`` from every rank concatenated along dim 0 with gradients (identity unless ``gather_negatives``)."""
         return all_gather_with_grad(x) if self.gather_negatives else x
 
-    def training_progress(self) -> float:
-        """Fraction of training done, in [0, 1] (for curricula and schedules)."""
-        if self._trainer is None:
-            return 0.0
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        return min(self.global_step / total, 1.0)
-
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         roles = getattr(datamodule, "roles", None)
@@ -134,9 +198,7 @@ class RetrievalMethod(L.LightningModule, ABC):
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         losses = self.compute_losses(batch)
-        batch_size = int(batch["visual_index"].shape[0])
-        for name, value in losses.items():
-            self.log(f"train/{name}", value.detach(), batch_size=batch_size, prog_bar=name == "loss")
+        self.log_losses(losses, int(batch["visual_index"].shape[0]))
         return losses["loss"]
 
     # --- evaluation -------------------------------------------------------------------------------------------
@@ -202,37 +264,3 @@ class RetrievalMethod(L.LightningModule, ABC):
         if any(isinstance(c, RetrievalPredictionWriter) for c in self.trainer.callbacks):
             return []
         return [RetrievalPredictionWriter()]
-
-    # --- exact resumption ---------------------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the RNG states (Python, NumPy, torch) so a resumed run draws the same dropout masks."""
-        checkpoint["rng_states"] = _collect_rng_states()
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "rng_states" in checkpoint:
-            _restore_rng_states(checkpoint["rng_states"])
-
-    # --- optimisation -----------------------------------------------------------------------------------------
-    def parameter_groups(self) -> list[dict]:
-        """Trainable parameters split into a decayed group and a ``weight_decay = 0`` group (biases, norms...)."""
-        decay, no_decay = [], []
-        for name, parameter in self.named_parameters():
-            if parameter.requires_grad:
-                (no_decay if any(k in name for k in self.no_decay_keys) else decay).append(parameter)
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        """Clip to ``gradient_clip_norm`` (L2 norm) when set, else to the trainer's setting."""
-        if self.gradient_clip_norm is not None:
-            gradient_clip_val, gradient_clip_algorithm = self.gradient_clip_norm, "norm"
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-
-    def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameter_groups())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
-        }
