@@ -83,3 +83,41 @@ def assert_consistent_report(metrics: dict[str, float], stage: str = "test", ks:
     # the logger stores float32: compare to 1e-6 relative
     assert math.isclose(metrics[f"{stage}/t2v_sumr"], t2v, rel_tol=1e-6, abs_tol=1e-6), (metrics, t2v)
     assert math.isclose(metrics[f"{stage}/sumr"], total, rel_tol=1e-6, abs_tol=1e-6), (metrics, total)
+
+
+def resolved_config(config: str | Path, *extra: str) -> dict:
+    """The config ``leccr fit --config config ... --print_config`` resolves to (includes, presets and overrides
+    applied), as a dict; nothing is instantiated or trained."""
+    import contextlib
+    import io
+
+    import yaml
+
+    from leccr_lightning.cli import lightning_main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
+        lightning_main(["fit", "--config", str(config), *extra, "--print_config"])
+    resolved = yaml.safe_load(printed.getvalue())
+    if not isinstance(resolved, dict):
+        raise AssertionError(f"--print_config of {config} printed no config: {printed.getvalue()[:500]!r}")
+    return resolved
+
+
+def dotted(config: dict, key: str):
+    """``config["a"]["b"]...`` for the dotted ``key`` ``a.b...``. A list item is chosen by index (``callbacks.0``) or
+    by the class name ending its ``class_path`` (``trainer.callbacks.ModelCheckpoint.init_args.monitor``)."""
+    node = config
+    for part in key.split("."):
+        if isinstance(node, list) and part.isdigit():
+            node = node[int(part)]
+        elif isinstance(node, list):
+            matches = [item for item in node if str(item.get("class_path", "")).rsplit(".", 1)[-1] == part]
+            if len(matches) != 1:
+                raise KeyError(f"{key!r}: {len(matches)} list items of class {part!r}")
+            node = matches[0]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            raise KeyError(f"{key!r}: no {part!r} in {sorted(node) if isinstance(node, dict) else type(node)}")
+    return node
