@@ -78,14 +78,18 @@ class LeccrCLI(LightningCLI):
             print(f"  {key:<24} {metrics[key]:.4f}")
 
 
-def lightning_main(args: list[str] | None = None) -> LeccrCLI:
-    """Run a Lightning subcommand; returns the CLI object (its trainer, model and datamodule) for callers and tests."""
+def lightning_main(args: list[str] | None = None, run: bool = True) -> LeccrCLI:
+    """Run a Lightning subcommand; returns the CLI object (its trainer, model and datamodule) for callers and tests.
+
+    ``run=False`` only instantiates the config's trainer, model and data (``args`` then hold no subcommand).
+    """
     return LeccrCLI(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
+        run=run,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf"},
     )

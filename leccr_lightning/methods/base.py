@@ -24,10 +24,20 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from leccr_lightning.distributed import all_gather_with_grad
+from leccr_lightning.distributed import all_gather_with_grad, is_distributed
+from leccr_lightning.losses import positive_mask_from_ids
+from leccr_lightning.methods.objectives import (
+    ROW_TEXTS,
+    TEMPERATURE,
+    AlignmentStep,
+    PairObjective,
+    check_objective,
+    embedding,
+)
 from leccr_lightning.metrics import DotScorer, RetrievalMetric
 from leccr_lightning.metrics.relevance import SplitRelevance
 
+SCHEDULE_LENGTH_ARGUMENTS = ("num_training_steps", "total_steps")
 NO_DECAY_KEYS = ("bias", "norm", "LayerNorm", "layer_norm", "bn", "positions", "temperature")
 
 
@@ -118,14 +128,39 @@ class MethodBase(L.LightningModule):
             gradient_clip_val, gradient_clip_algorithm = self.gradient_clip_norm, "norm"
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    def manual_optimizer_step(self, optimizer, loss: torch.Tensor) -> None:
+        """What the automatic loop does for one optimiser, under manual optimisation: zero the gradients,
+        back-propagate, clip to ``gradient_clip_norm`` (L2) when set, step."""
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        if self.gradient_clip_norm is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    def manual_scheduler_step(self, interval: str) -> None:
+        """Step the configured LR scheduler when ``interval`` ("step" after each optimiser step, "epoch" at each
+        training epoch end) is its ``scheduler_interval`` (manual optimisation steps no scheduler by itself)."""
+        if self.scheduler_factory is None or interval != self.scheduler_interval:
+            return
+        schedulers = self.lr_schedulers()
+        (schedulers[0] if isinstance(schedulers, list) else schedulers).step()
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        """The configured scheduler over ``optimizer``; a schedule-length argument the config left unset
+        (``num_training_steps`` / ``total_steps``) gets the trainer's estimated number of optimiser steps."""
+        keywords = getattr(self.scheduler_factory, "keywords", {})
+        length = {name: int(self.trainer.estimated_stepping_batches) for name in SCHEDULE_LENGTH_ARGUMENTS}
+        return self.scheduler_factory(
+            optimizer, **{name: steps for name, steps in length.items() if name in keywords and keywords[name] is None}
+        )
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+            "lr_scheduler": {"scheduler": self.build_scheduler(optimizer), "interval": self.scheduler_interval},
         }
 
 
@@ -134,6 +169,8 @@ class RetrievalMethod(MethodBase, ABC):
 
     Args (besides ``MethodBase``'s optimiser, scheduler, no-decay keys and gradient clipping):
         gather_negatives: score against the embeddings of every rank (all_gather with gradients) in training.
+        mask_same_item: two captions of the same visual item in a batch are positives of each other, never
+            negatives (``False``: only the diagonal is positive, as the official NRCCR/VSE++ code does).
         ks: recall cut-offs of the evaluation report.
         eval_chunk_size: query chunk for evaluation scoring (``None``: automatic).
         eval_relevance: stage (``val``/``test``) -> relevance of that split; the stage's report then adds NDCG@25
@@ -141,6 +178,10 @@ class RetrievalMethod(MethodBase, ABC):
     """
 
     required_roles: tuple[str, ...] = ("source", "target")
+    context_roles: tuple[str, ...] = ("visual", "source", "target")
+    """The embedding roles of every ``alignment_step`` of the method (what its objectives may read)."""
+    provides_temperature: bool = False
+    """Whether the method passes its own learnable temperature to its objectives."""
 
     def __init__(
         self,
@@ -149,6 +190,7 @@ class RetrievalMethod(MethodBase, ABC):
         scheduler_interval: str = "epoch",
         no_decay_keys: tuple[str, ...] = NO_DECAY_KEYS,
         gather_negatives: bool = False,
+        mask_same_item: bool = True,
         ks: tuple[int, ...] = (1, 5, 10),
         eval_chunk_size: int | None = None,
         eval_relevance: dict[str, SplitRelevance] | None = None,
@@ -156,6 +198,7 @@ class RetrievalMethod(MethodBase, ABC):
     ):
         super().__init__(optimizer, scheduler, scheduler_interval, no_decay_keys, gradient_clip_norm)
         self.gather_negatives = gather_negatives
+        self.mask_same_item = mask_same_item
         self.ks = tuple(ks)
         self.eval_chunk_size = eval_chunk_size
         self.eval_relevance = dict(eval_relevance or {})
@@ -184,6 +227,46 @@ class RetrievalMethod(MethodBase, ABC):
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` from every rank concatenated along dim 0 with gradients (identity unless ``gather_negatives``)."""
         return all_gather_with_grad(x) if self.gather_negatives else x
+
+    def positives(self, index: torch.Tensor) -> torch.Tensor:
+        """P_ij = same visual item (or the identity when ``mask_same_item`` is off, as in the official code)."""
+        if self.mask_same_item:
+            return positive_mask_from_ids(index, index)
+        return torch.eye(len(index), dtype=torch.bool, device=index.device)
+
+    def provided_context(self) -> frozenset[str]:
+        """What this method's pair contexts carry besides scores and positives (checked against objectives)."""
+        provided = {embedding(role) for role in self.context_roles}
+        if not self.gather_negatives:
+            provided.add(ROW_TEXTS)
+        if self.provides_temperature:
+            provided.add(TEMPERATURE)
+        return frozenset(provided)
+
+    def attach_objective(self, objective: PairObjective) -> PairObjective:
+        """``objective`` after checking that this method provides everything it reads (a clear error otherwise)."""
+        return check_objective(objective, self.provided_context(), type(self).__name__)
+
+    def alignment_step(
+        self, batch: Mapping, embeddings: Mapping[str, torch.Tensor], temperature: torch.Tensor | None = None
+    ) -> AlignmentStep:
+        """The step's embeddings by role and the visual index, gathered once over ranks (with gradients) when
+        ``gather_negatives``; ``.pair(rows, columns)`` then gives each objective its ``PairContext``."""
+        if set(embeddings) != set(self.context_roles):
+            raise ValueError(
+                f"{type(self).__name__}.alignment_step got the roles {sorted(embeddings)}; its context_roles are "
+                f"{sorted(self.context_roles)}"
+            )
+        index = self.gather(batch["visual_index"])
+        return AlignmentStep(
+            embeddings={role: self.gather(x) for role, x in embeddings.items()},
+            index=index,
+            positives=self.positives(index),
+            progress=self.training_progress(),
+            batch=batch,
+            temperature=temperature,
+            gathered=self.gather_negatives and is_distributed(),
+        )
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

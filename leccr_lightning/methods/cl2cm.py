@@ -35,6 +35,7 @@ class CL2CM(DualEncoderBaseline):
     """
 
     module_arguments = ("lingual_objective",)
+    context_roles = ("visual", "source", "target", "source_lingual", "target_lingual")
 
     def __init__(
         self,
@@ -52,7 +53,9 @@ class CL2CM(DualEncoderBaseline):
         super().__init__(visual_dim, **baseline_kwargs)
         hp = self.hparams
         self.lingual_head = ProjectionHead(self.encoder.text.hidden_size, hp.embed_dim, hp.batch_norm, hp.dropout)
-        self.lingual_objective = lingual_objective if lingual_objective is not None else InfoNCEObjective()
+        self.lingual_objective = self.attach_objective(
+            lingual_objective if lingual_objective is not None else InfoNCEObjective()
+        )
 
     def _text(self, tokens: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(token states [B, L, H], pooled [B, H]) of the shared text encoder."""
@@ -71,32 +74,24 @@ class CL2CM(DualEncoderBaseline):
             hp.ot_epsilon,
             hp.ot_max_iter,
         ).mean()
-        visual = self.gather(self.encoder.embed_visual(batch["visual"], batch["visual_mask"]))
-        source_cm = self.gather(self.encoder.text_head(pooled_s))
-        target_cm = self.gather(self.encoder.text_head(pooled_t))
-        source_cl = self.gather(self.lingual_head(pooled_s))
-        target_cl = self.gather(self.lingual_head(pooled_t))
-        index = self.gather(batch["visual_index"])
-        positives = self.positives(index, index)
-        shared = {
-            "progress": self.training_progress(),
+        visual = self.encoder.embed_visual(batch["visual"], batch["visual_mask"])
+        embeddings = {
             "visual": visual,
-            "source": source_cm,
-            "target": target_cm,
-            "index": index,
-            "batch": batch,
+            "source": self.encoder.text_head(pooled_s),
+            "target": self.encoder.text_head(pooled_t),
+            "source_lingual": self.lingual_head(pooled_s),
+            "target_lingual": self.lingual_head(pooled_t),
         }
+        step = self.alignment_step(batch, embeddings)
+        target_cm, visual = step.embeddings["target"], step.embeddings["visual"]
+        lingual = step.pair("target_lingual", "source_lingual")
         terms = {
-            "cm_source": self.objective(
-                source_cm @ visual.T, positives, {**shared, "pair": "source", "text": source_cm}
-            ),
-            "cm_target": self.objective(
-                target_cm @ visual.T, positives, {**shared, "pair": "target", "text": target_cm}
-            ),
-            "sent": self.lingual_objective(target_cl @ source_cl.T, positives),
+            "cm_source": self.objective(step.pair("source", "visual")),
+            "cm_target": self.objective(step.pair("target", "visual")),
+            "sent": self.lingual_objective(lingual),
             "word": word,
             "kd": soft_target_distillation(
-                target_cm @ visual.T / hp.kd_student_temperature, target_cl @ source_cl.T / hp.kd_teacher_temperature
+                target_cm @ visual.T / hp.kd_student_temperature, lingual.scores / hp.kd_teacher_temperature
             ),
         }
         terms["loss"] = (

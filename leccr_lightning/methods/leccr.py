@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leccr_lightning.losses import positive_mask_from_ids, slot_diversity, symmetric_info_nce
+from leccr_lightning.losses import slot_diversity
 from leccr_lightning.losses.slots import (
     english_guided_soft_matching,
     max_over_slots,
@@ -28,25 +28,15 @@ from leccr_lightning.losses.slots import (
     slot_vision_alignment,
 )
 from leccr_lightning.methods.base import RetrievalMethod
-from leccr_lightning.methods.objectives import PairObjective
+from leccr_lightning.methods.objectives import MethodTemperatureInfoNCE, PairObjective
 from leccr_lightning.metrics import DotScorer, FusedScorer
 from leccr_lightning.modules.pooling import masked_mean, pool
 from leccr_lightning.modules.slots import SemanticSlots, SlotVisualInteraction
 from leccr_lightning.modules.text_encoders import HFTextEncoder
-from leccr_lightning.modules.visual_encoders import TimmImageEncoder
+from leccr_lightning.modules.visual_encoders import build_visual_encoder
 
-VISUAL_ENCODERS = ("tokens", "frames", "timm")
+VISUAL_ENCODERS = ("tokens", "token_attention", "timm")
 EVAL_SCORINGS = ("global", "fused")
-
-
-class LeccrInfoNCE(PairObjective):
-    """LECCR's multi-positive symmetric InfoNCE (§3.3 item 1) with the method's learnable temperature, read from
-    ``context["temperature"]`` (the same tau serves L_c)."""
-
-    def forward(self, scores, positive_mask, context=None):
-        if context is None or "temperature" not in context:
-            raise ValueError("LeccrInfoNCE needs context['temperature'] (the LECCR method passes its tau)")
-        return symmetric_info_nce(scores, positive_mask, context["temperature"])
 
 
 class MaxSlotScorer:
@@ -62,101 +52,6 @@ class MaxSlotScorer:
         return max_over_slots(gallery[self.slot_view], queries[self.query_view]).T
 
 
-class LinearWarmupDecay(torch.optim.lr_scheduler.LRScheduler):
-    """lr = base * s/W for s < W, then base * (T - s)/(T - W), floored at 0, with W = warmup_fraction * T
-    (per-step linear warm-up over 10 % of the steps then linear decay to 0, LECCR recipe §3.4).
-
-    ``total_steps=None`` lets the LECCR method fill in the trainer's estimated number of steps when it builds the
-    optimiser (``set_total_steps``); until then the factor is 0. Use with ``scheduler_interval: step``.
-    """
-
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        warmup_fraction: float = 0.1,
-        total_steps: int | None = None,
-        last_epoch: int = -1,
-    ):
-        if not 0.0 <= warmup_fraction < 1.0:
-            raise ValueError(f"warmup_fraction: expected a value in [0, 1), got {warmup_fraction}")
-        self.warmup_fraction = warmup_fraction
-        self.total_steps = total_steps
-        super().__init__(optimizer, last_epoch)
-
-    def factor(self, step: int) -> float:
-        """The multiplier of the base learning rate at optimiser step ``step``."""
-        if self.total_steps is None:
-            return 0.0
-        warmup = int(self.warmup_fraction * self.total_steps)
-        if step < warmup:
-            return step / max(1, warmup)
-        return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warmup))
-
-    def get_lr(self) -> list[float]:
-        return [base * self.factor(self.last_epoch) for base in self.base_lrs]
-
-    def set_total_steps(self, total_steps: int) -> None:
-        """Fix the schedule length and reset the current learning rates to it."""
-        if total_steps < 1:
-            raise ValueError(f"total_steps: expected at least 1 step, got {total_steps}")
-        self.total_steps = total_steps
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * self.factor(self.last_epoch)
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-
-class LeccrVisualEncoder(nn.Module):
-    """Visual tokens X [B, T, d] and their mask [B, T] from cached features [B, T, D] or raw images [B, 3, H, W].
-
-    ``tokens``: an identity (``width=None``, the official image path whose CLIP tokens enter the slot interaction
-    directly) or a Linear(D -> d) input projection; ``frames``: the same, then one self-attention layer with a
-    key-padding mask (the official video path: d_model = feature dim, 8 heads, no input projection); ``timm``: the
-    token map of a timm backbone on pixels (end-to-end fine-tuning, the official CLIP image path), all tokens valid,
-    then the identity or a Linear(C -> d) projection.
-    """
-
-    def __init__(
-        self,
-        kind: str,
-        in_dim: int,
-        width: int | None,
-        num_heads: int,
-        feedforward: int,
-        dropout: float,
-        timm_model: str = "resnet18",
-        timm_checkpoint: str | None = None,
-        timm_kwargs: dict | None = None,
-    ):
-        super().__init__()
-        if kind not in VISUAL_ENCODERS:
-            raise ValueError(f"visual_encoder {kind!r}: expected one of {VISUAL_ENCODERS}")
-        self.backbone = None
-        if kind == "timm":
-            if in_dim != 3:
-                raise ValueError(f"visual_encoder 'timm' reads RGB pixels (visual_dim 3), got visual_dim={in_dim}")
-            self.backbone = TimmImageEncoder(timm_model, timm_checkpoint, model_kwargs=timm_kwargs)
-            in_dim = self.backbone.out_dim
-        self.out_dim = width or in_dim
-        self.project = nn.Identity() if width is None else nn.Linear(in_dim, width)
-        self.frames = None
-        if kind == "frames":
-            self.frames = nn.TransformerEncoderLayer(self.out_dim, num_heads, feedforward, dropout, batch_first=True)
-
-    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.backbone is not None:
-            if visual.ndim != 4:
-                raise ValueError(
-                    f"visual_encoder 'timm' expects pixel batches [B, 3, H, W] (data features kind 'images'), "
-                    f"got shape {tuple(visual.shape)}"
-                )
-            visual, _ = self.backbone(visual)
-            mask = torch.ones(visual.shape[:2], dtype=torch.bool, device=visual.device)
-        tokens = self.project(visual)
-        if self.frames is not None:
-            tokens = self.frames(tokens, src_key_padding_mask=~mask.bool())
-        return tokens, mask.bool()
-
-
 class LECCR(RetrievalMethod):
     """LECCR on cached visual features (image tokens or video frames) or on raw images through a timm backbone.
 
@@ -165,11 +60,11 @@ class LECCR(RetrievalMethod):
         text_model: ``"tiny"`` (random BERT of ``text_hidden``/``text_layers``/``text_heads``) or a local HF
             directory (mBERT in the paper); shared by captions and descriptions.
         text_pooling: sentence vector of the captions (``cls`` as in the paper).
-        visual_encoder: ``tokens`` (images), ``frames`` (videos: one self-attention layer) or ``timm`` (raw images,
-            data features kind ``images``: the backbone ``timm_model`` fine-tuned end to end, its token map as X;
-            weights from the local file ``timm_checkpoint``, random initialisation without one; ``timm_kwargs`` go to
-            ``timm.create_model``, e.g. ``{img_size: 384}`` for the paper's ViT-B/32 at 384 px). A CNN's token map
-            has no [CLS] token: use ``visual_pooling: mean`` with it.
+        visual_encoder: ``tokens`` (images), ``token_attention`` (videos: one self-attention layer) or ``timm``
+            (raw images, data features kind ``images``: the backbone ``timm_model`` fine-tuned end to end, its token
+            map as X; weights from the local file ``timm_checkpoint``, random initialisation without one;
+            ``timm_kwargs`` go to ``timm.create_model``, e.g. ``{img_size: 384}`` for the paper's ViT-B/32 at 384
+            px). A CNN's token map has no [CLS] token: use ``visual_pooling: mean`` with it.
         visual_width: width d of the slot space; ``None`` keeps the feature dim (official: 512 CLIP / 4096 video).
         frame_feedforward: hidden size of the frame self-attention layer's MLP [recon: PyTorch default 2048].
         visual_pooling: global visual pooling of X' (``cls``: first token, images; ``mean``: masked mean, videos).
@@ -182,8 +77,8 @@ class LECCR(RetrievalMethod):
             ``description_mask``) through Linear(D -> d) and the text encoder is not run on them; ``None`` encodes
             the description text.
         temperature: initial learnable tau (0.07), no clamp as in the official code unless ``temperature_bounds``.
-        objective: alignment objective of (v, t^s), (v, t^t), (t^s, t^t) (default: multi-positive InfoNCE with tau);
-            its ``context`` holds ``pair`` (``vs``/``vt``/``st``), ``temperature``, ``progress`` and ``batch``.
+        objective: alignment objective of the pairs (source, visual), (target, visual), (target, source) (default:
+            multi-positive InfoNCE at the method's learnable tau, ``context.temperature``).
         slot_vision_weight (w_cv 0.01), slot_text_weight (w_c 0.01), dstl_weight (w_d 0.5),
             diversity_weight (w_reg 0.01): the multi30k fr/cs weights (§3.3 table; per-dataset in configs).
         dstl_alpha: English vs slot mix of the soft target (0.8).
@@ -194,6 +89,7 @@ class LECCR(RetrievalMethod):
     """
 
     required_roles = ("source", "target", "description")
+    provides_temperature = True
 
     def __init__(
         self,
@@ -241,16 +137,18 @@ class LECCR(RetrievalMethod):
         if not 0.0 <= dstl_weight <= 1.0:
             raise ValueError(f"dstl_weight: expected a value in [0, 1], got {dstl_weight}")
         self.text = HFTextEncoder(text_model, vocab_size, text_hidden, text_layers, text_heads, pooling=text_pooling)
-        self.visual = LeccrVisualEncoder(
+        if visual_encoder not in VISUAL_ENCODERS:
+            raise ValueError(f"visual_encoder {visual_encoder!r}: expected one of {VISUAL_ENCODERS}")
+        self.visual = build_visual_encoder(
             visual_encoder,
             visual_dim,
-            visual_width,
-            attention_heads,
-            frame_feedforward,
-            dropout,
-            timm_model,
-            timm_checkpoint,
-            timm_kwargs,
+            hidden=visual_width,
+            heads=attention_heads,
+            feedforward=frame_feedforward,
+            dropout=dropout,
+            timm_model=timm_model,
+            timm_checkpoint=timm_checkpoint,
+            timm_kwargs=timm_kwargs,
         )
         width = self.visual.out_dim
         self.description_proj = nn.Linear(description_feature_dim or self.text.hidden_size, width)
@@ -262,7 +160,7 @@ class LECCR(RetrievalMethod):
         self.slot_proj = nn.Linear(width, width)
         self.token_proj = nn.Linear(width, width)
         self.temperature = nn.Parameter(torch.tensor(float(temperature)))
-        self.objective = objective if objective is not None else LeccrInfoNCE()
+        self.objective = self.attach_objective(objective if objective is not None else MethodTemperatureInfoNCE())
 
     # --- encoders -----------------------------------------------------------------------------------------------
     def tau(self) -> torch.Tensor:
@@ -310,7 +208,7 @@ class LECCR(RetrievalMethod):
 
     def encode_visual(self, batch: Mapping) -> dict[str, torch.Tensor]:
         """Visual tokens X, slots S0, global v [B, e] and slot embeddings c [B, N, e] of a batch with descriptions."""
-        tokens, mask = self.visual(batch["visual"], batch["visual_mask"])
+        tokens, mask, _ = self.visual(batch["visual"], batch["visual_mask"])
         slots = self.batch_slots(batch)
         enhanced, local = self.interaction(tokens, mask, slots)
         pooled = pool(enhanced, mask, self.hparams.visual_pooling)
@@ -329,15 +227,15 @@ class LECCR(RetrievalMethod):
         visual = self.encode_visual(batch)
         source_local = self.embed_text(batch["text"]["source"])
         target_local = self.embed_text(batch["text"]["target"])
-        v = self.gather(visual["global"])
-        source, target = self.gather(source_local), self.gather(target_local)
-        index = self.gather(batch["visual_index"])
-        positives = positive_mask_from_ids(index, index)
-        context = {"temperature": tau, "progress": self.training_progress(), "batch": batch}
+        step = self.alignment_step(
+            batch, {"visual": visual["global"], "source": source_local, "target": target_local}, temperature=tau
+        )
+        v, source, target = (step.embeddings[role] for role in ("visual", "source", "target"))
+        positives = step.positives
         # §3.3 item 1: multi-positive InfoNCE on (v, t^s), (v, t^t), (t^s, t^t); scores are [texts, visuals].
-        loss_vs = self.objective(source @ v.T, positives, {**context, "pair": "vs"})
-        loss_vt = self.objective(target @ v.T, positives, {**context, "pair": "vt"})
-        loss_st = self.objective(target @ source.T, positives, {**context, "pair": "st"})
+        loss_vs = self.objective(step.pair("source", "visual"))
+        loss_vt = self.objective(step.pair("target", "visual"))
+        loss_st = self.objective(step.pair("target", "source"))
         # §3.3 item 2: slot-text max-similarity matching, per process, diagonal labels.
         loss_c = slot_text_matching(visual["local"], source_local, tau) + slot_text_matching(
             visual["local"], target_local, tau
@@ -388,12 +286,3 @@ class LECCR(RetrievalMethod):
             return DotScorer("query", "gallery")
         global_weight, slot_weight = self.hparams.fusion_weights
         return FusedScorer([(DotScorer("query", "gallery"), global_weight), (MaxSlotScorer(), slot_weight)])
-
-    # --- optimisation -------------------------------------------------------------------------------------------
-    def configure_optimizers(self):
-        config = super().configure_optimizers()
-        if isinstance(config, dict):
-            scheduler = config["lr_scheduler"]["scheduler"]
-            if isinstance(scheduler, LinearWarmupDecay) and scheduler.total_steps is None:
-                scheduler.set_total_steps(max(1, int(self.trainer.estimated_stepping_batches)))
-        return config

@@ -21,9 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
-from torch import nn
 
-from leccr_lightning.losses import feature_distillation, positive_mask_from_ids, soft_target_distillation
+from leccr_lightning.losses import feature_distillation, soft_target_distillation
 from leccr_lightning.methods.base import RetrievalMethod
 from leccr_lightning.methods.objectives import PairObjective, TripletObjective
 from leccr_lightning.metrics import DotScorer
@@ -33,21 +32,12 @@ from leccr_lightning.modules.discriminator import LanguageDiscriminator
 from leccr_lightning.modules.heads import ProjectionHead
 from leccr_lightning.modules.pooling import pool
 from leccr_lightning.modules.text_encoders import HFTextEncoder
-from leccr_lightning.modules.visual_encoders import FeatureMLP, FrameTransformer
+from leccr_lightning.modules.visual_encoders import build_visual_encoder
 
 
 def nrccr_adam(params: Iterable) -> torch.optim.Optimizer:
     """NRCCR's main optimiser: Adam(lr 1e-4), no weight decay (§2.3)."""
     return torch.optim.Adam(params, lr=1e-4)
-
-
-def build_visual_encoder(kind: str, visual_dim: int, hidden: int, heads: int, max_frames: int) -> nn.Module:
-    """``mlp`` (cached global feature, LinearLayer) or ``frames`` (NRCCR video branch)."""
-    if kind == "mlp":
-        return FeatureMLP(visual_dim, hidden)
-    if kind == "frames":
-        return FrameTransformer(visual_dim, hidden, num_heads=heads, max_frames=max_frames)
-    raise ValueError(f"unknown visual_encoder {kind!r}; expected 'mlp' or 'frames'")
 
 
 class NRCCR(RetrievalMethod):
@@ -64,13 +54,16 @@ class NRCCR(RetrievalMethod):
         target_weight 0.6, sim_weight 0.4, feat_weight 0.1, back_weight 0.5, adv_scale 0.001: loss weights.
         sim_temperature 0.07, feat_beta 4: L_sim and L_feat constants.
         discriminator: ``"not-so-weak"`` (MLP) or ``"strong"`` (conv, VATEX); disc_lr 1e-3, betas (.9, .999).
-        grad_clip: gradient-norm clip of the main step (2.0; Trainer clipping is unavailable in manual mode).
+        gradient_clip_norm (``MethodBase``): gradient-norm clip of the main step (2.0; manual optimisation applies it
+            itself, and the configured ``scheduler`` is stepped too).
         translate_weight_val / translate_weight_test: w of the translate-test fusion (0.2 / 0.5; 0: off).
         unmasked_mean: average padding positions too (parity with the official code, §2.6).
-        mask_same_item: captions of the same visual item are not negatives of each other (official: False).
+        mask_same_item (``RetrievalMethod``): captions of the same visual item are not negatives of each other
+            (official: False).
     """
 
     required_roles = ("source", "target", "back")
+    context_roles = ("visual", "source", "target", "back", "teacher")
 
     def __init__(
         self,
@@ -101,15 +94,14 @@ class NRCCR(RetrievalMethod):
         discriminator: str = "not-so-weak",
         disc_lr: float = 1e-3,
         disc_betas: tuple[float, float] = (0.9, 0.999),
-        grad_clip: float | None = 2.0,
         translate_weight_val: float = 0.2,
         translate_weight_test: float = 0.5,
         unmasked_mean: bool = False,
-        mask_same_item: bool = True,
         optimizer: OptimizerCallable = nrccr_adam,
+        gradient_clip_norm: float | None = 2.0,
         **base_kwargs,
     ):
-        super().__init__(optimizer=optimizer, **base_kwargs)
+        super().__init__(optimizer=optimizer, gradient_clip_norm=gradient_clip_norm, **base_kwargs)
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "objective"])
         self.automatic_optimization = False
         self.text = HFTextEncoder(
@@ -125,7 +117,7 @@ class NRCCR(RetrievalMethod):
         )
         self.visual_head = ProjectionHead(self.visual.out_dim, embed_dim, batch_norm=True, dropout=dropout)
         self.discriminator = LanguageDiscriminator(hidden, discriminator)
-        self.objective = objective if objective is not None else TripletObjective()
+        self.objective = self.attach_objective(objective if objective is not None else TripletObjective())
         self.back_objective = TripletObjective()
 
     # --- encoders -------------------------------------------------------------------------------------------
@@ -154,7 +146,7 @@ class NRCCR(RetrievalMethod):
         return self.text_head(self._pool(states, torch.cat([source_mask, target_mask], dim=1)))
 
     def embed_visual(self, visual: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.visual_head(self.visual(visual, mask)[1])
+        return self.visual_head(self.visual(visual, mask).pooled)
 
     def streams(self, batch: Mapping) -> dict[str, torch.Tensor]:
         """Embeddings v, s, t, b, teacher c and the encoder states/masks of s and t of a training batch."""
@@ -175,11 +167,6 @@ class NRCCR(RetrievalMethod):
         }
 
     # --- losses ---------------------------------------------------------------------------------------------
-    def positives(self, index: torch.Tensor) -> torch.Tensor:
-        if self.hparams.mask_same_item:
-            return positive_mask_from_ids(index, index)
-        return torch.eye(len(index), dtype=torch.bool, device=index.device)
-
     def generator_loss(self, h_target: torch.Tensor, mask_target: torch.Tensor) -> torch.Tensor:
         """L_gen = BCE(D(h_t), 1), the label broadcast to both logits (§2.2 item 5, before ``adv_scale``)."""
         logits = self.discriminator(h_target, mask_target)
@@ -200,38 +187,19 @@ class NRCCR(RetrievalMethod):
             + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
         )
 
-    def loss_terms(
-        self, streams: Mapping[str, torch.Tensor], index: torch.Tensor, batch: Mapping | None = None
-    ) -> dict[str, torch.Tensor]:
+    def loss_terms(self, streams: Mapping[str, torch.Tensor], batch: Mapping) -> dict[str, torch.Tensor]:
         """The §2.2 terms and their weighted total ``loss`` (the discriminator's own loss is separate)."""
         hp = self.hparams
-        visual, source, target = (
-            self.gather(streams["visual"]),
-            self.gather(streams["source"]),
-            self.gather(streams["target"]),
-        )
-        back, teacher, index = (
-            self.gather(streams["back"]),
-            self.gather(streams["teacher"]),
-            self.gather(index),
-        )
-        positives = self.positives(index)
-        shared = {
-            "progress": self.training_progress(),
-            "visual": visual,
-            "source": source,
-            "target": target,
-            "index": index,
-            "batch": batch,
-        }
+        step = self.alignment_step(batch, {role: streams[role] for role in self.context_roles})
+        visual, target, teacher = (step.embeddings[role] for role in ("visual", "target", "teacher"))
         terms = {
-            "tri_source": self.objective(source @ visual.T, positives, {**shared, "pair": "source", "text": source}),
-            "tri_target": self.objective(target @ visual.T, positives, {**shared, "pair": "target", "text": target}),
+            "tri_source": self.objective(step.pair("source", "visual")),
+            "tri_target": self.objective(step.pair("target", "visual")),
             "sim": soft_target_distillation(
                 visual @ target.T / hp.sim_temperature, visual @ teacher.T / hp.sim_temperature
             ),
             "feat": feature_distillation(target, teacher, beta=hp.feat_beta),
-            "back": self.back_objective(source @ back.T, positives),
+            "back": self.back_objective(step.pair("source", "back")),
             "gen": self.generator_loss(streams["h_target"], streams["mask_target"]),
         }
         terms["loss"] = (
@@ -246,7 +214,7 @@ class NRCCR(RetrievalMethod):
 
     def compute_losses(self, batch: Mapping) -> dict[str, torch.Tensor]:
         streams = self.streams(batch)
-        terms = self.loss_terms(streams, batch["visual_index"], batch)
+        terms = self.loss_terms(streams, batch)
         terms["disc"] = self.discriminator_loss(
             streams["h_source"], streams["mask_source"], streams["h_target"], streams["mask_target"]
         )
@@ -264,7 +232,9 @@ class NRCCR(RetrievalMethod):
         disc = torch.optim.Adam(
             self.discriminator.parameters(), lr=self.hparams.disc_lr, betas=tuple(self.hparams.disc_betas)
         )
-        return [main, disc]
+        if self.scheduler_factory is None:
+            return [main, disc]
+        return [main, disc], [self.build_scheduler(main)]
 
     def discriminator_step(self, losses: Mapping[str, torch.Tensor]) -> None:
         """One discriminator update on its detached-input loss; touches only discriminator parameters."""
@@ -274,18 +244,16 @@ class NRCCR(RetrievalMethod):
         disc_opt.step()
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
-        main_opt, disc_opt = self.optimizers()
+        main_opt, _ = self.optimizers()
         losses = self.compute_losses(batch)
-        main_opt.zero_grad()
-        self.manual_backward(losses["loss"])
-        if self.hparams.grad_clip:
-            self.clip_gradients(main_opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-        main_opt.step()
+        self.manual_optimizer_step(main_opt, losses["loss"])
+        self.manual_scheduler_step("step")
         self.discriminator_step(losses)
-        batch_size = int(batch["visual_index"].shape[0])
-        for name, value in losses.items():
-            self.log(f"train/{name}", value.detach(), batch_size=batch_size, prog_bar=name == "loss")
+        self.log_losses(losses, int(batch["visual_index"].shape[0]))
         return losses["loss"].detach()
+
+    def on_train_epoch_end(self) -> None:
+        self.manual_scheduler_step("epoch")
 
     # --- evaluation -----------------------------------------------------------------------------------------
     def translate_weight(self, stage: str) -> float:

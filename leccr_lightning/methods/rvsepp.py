@@ -1,12 +1,8 @@
-"""RVSE++ (Li et al., "Selectively Hard Negative Mining ...", itr spec §4): VSE-infinity with residual MLP
-heads.
+"""RVSE++ (Li et al., "Selectively Hard Negative Mining ...", itr spec §4): VSE-infinity with residual MLP heads.
 
-Image: region features -> Linear (Xavier) -> x + MLP(x) -> GPO -> L2. Text: a BiGRU over a vocabulary built
-from
-the training captions (``text_model="gru"``) or a Hugging Face encoder (``"tiny"`` or a local path) whose
-token
-states go through Linear -> GPO -> L2. Trained with SelHN (``SelHNObjective``, m = 0.2, eps = 0.01) by
-default;
+Image: region features -> Linear (Xavier) -> x + MLP(x) -> GPO -> L2. Text: a BiGRU over a vocabulary built from
+the training captions (``text_model="gru"``) or a Hugging Face encoder (``"tiny"`` or a local path) whose token
+states go through Linear -> GPO -> L2. Trained with SelHN (``SelHNObjective``, m = 0.2, eps = 0.01) by default;
 any ``PairObjective`` can be given instead (BCLS, Listwise, unified). Scores are cosine similarities.
 """
 
@@ -15,38 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from torch import nn
 
-from leccr_lightning.losses import positive_mask_from_ids
 from leccr_lightning.methods.base import RetrievalMethod
-from leccr_lightning.methods.objectives import PairObjective
-from leccr_lightning.methods.ranking_objectives import SelHNObjective
-from leccr_lightning.modules.gpo import GPO, RegionEncoder
+from leccr_lightning.methods.objectives import PairObjective, SelHNObjective
+from leccr_lightning.modules.gpo import RegionEncoder
 from leccr_lightning.modules.gru_text import BiGRUTextEncoder
-from leccr_lightning.modules.text_encoders import HFTextEncoder
-
-
-class HFGPOTextEncoder(nn.Module):
-    """Hugging Face token states -> Linear(hidden, embed_dim) -> GPO -> L2 (VSE-infinity's BERT text side)."""
-
-    def __init__(
-        self,
-        text_model: str,
-        vocab_size: int | None,
-        embed_dim: int,
-        hidden: int,
-        layers: int,
-        heads: int,
-        gpo_dim: int = 32,
-    ):
-        super().__init__()
-        self.backbone = HFTextEncoder(text_model, vocab_size, hidden, layers, heads)
-        self.fc = nn.Linear(self.backbone.hidden_size, embed_dim)
-        self.gpo = GPO(gpo_dim, gpo_dim)
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        states, _ = self.backbone(input_ids, attention_mask)
-        return nn.functional.normalize(self.gpo(self.fc(states), attention_mask.bool()), dim=-1)
+from leccr_lightning.modules.text_encoders import HFGPOTextEncoder
 
 
 class RVSEPlusPlus(RetrievalMethod):
@@ -92,30 +62,20 @@ class RVSEPlusPlus(RetrievalMethod):
                 text_model, vocab_size, embed_dim, text_hidden, text_layers, text_heads, gpo_dim
             )
         self.image = RegionEncoder(visual_dim, embed_dim, residual, gpo_dim)
-        self.objective = objective if objective is not None else SelHNObjective()
         self.train_roles = tuple(train_roles)
+        self.context_roles = ("visual", *self.train_roles)
+        self.objective = self.attach_objective(objective if objective is not None else SelHNObjective())
 
     def embed_text(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.text(tokens["input_ids"], tokens["attention_mask"])
 
     def compute_losses(self, batch: Mapping) -> dict[str, torch.Tensor]:
-        visual = self.gather(self.image(batch["visual"], batch["visual_mask"]))
-        index = self.gather(batch["visual_index"])
-        positives = positive_mask_from_ids(index, index)
-        losses = {}
-        total = visual.new_zeros(())
-        for number, role in enumerate(self.train_roles):
-            text = self.gather(self.embed_text(batch["text"][role]))
-            context = {
-                "progress": self.training_progress(),
-                "visual": visual,
-                "text": text,
-                "index": index,
-                "batch": batch,
-                "pair": role,
-            }
-            losses[role] = self.objective(text @ visual.T, positives, context)
-            total = total + (1.0 if number == 0 else self.hparams.target_weight) * losses[role]
+        embeddings = {"visual": self.image(batch["visual"], batch["visual_mask"])}
+        embeddings.update({role: self.embed_text(batch["text"][role]) for role in self.train_roles})
+        step = self.alignment_step(batch, embeddings)
+        losses = {role: self.objective(step.pair(role, "visual")) for role in self.train_roles}
+        weights = [1.0] + [self.hparams.target_weight] * (len(self.train_roles) - 1)
+        total = sum(weight * losses[role] for weight, role in zip(weights, self.train_roles, strict=True))
         return {"loss": total, **losses}
 
     def encode_queries(self, batch: Mapping) -> dict[str, torch.Tensor]:

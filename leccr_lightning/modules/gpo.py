@@ -22,8 +22,7 @@ class GPO(nn.Module):
     """Generalized Pooling Operator (VSE-infinity): pooled_d = sum_k w_k * sort_desc(x_{., d})_k.
 
     Each feature dimension is sorted in descending order over the set; the weights over sorted positions come
-    from sine position codes (``pe_dim`` 32) -> BiGRU (``hidden`` 32, directions averaged) ->
-    Linear(hidden, 1)
+    from sine position codes (``pe_dim`` 32) -> BiGRU (``hidden`` 32, directions averaged) -> Linear(hidden, 1)
     -> softmax with temperature ``temperature`` 0.1, padding excluded (itr spec §4.3).
     """
 
@@ -43,8 +42,7 @@ class GPO(nn.Module):
         return torch.softmax(logits / self.temperature, dim=1)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Pool a set [B, K, D] with validity ``mask`` [B, K] (valid entries first or anywhere) into
-        [B, D]."""
+        """Pool a set [B, K, D] with validity ``mask`` [B, K] (valid entries first or anywhere) into [B, D]."""
         mask = mask.bool()
         lengths = mask.sum(1, keepdim=True)
         ordered = features.masked_fill(~mask[..., None], -10000.0).sort(dim=1, descending=True).values
@@ -54,8 +52,7 @@ class GPO(nn.Module):
 
 
 class ResidualMLP(nn.Module):
-    """x + MLP(x), MLP = Linear(d, d/2) + BatchNorm + ReLU -> Linear(d/2, d): the "R" of RVSE++ (itr spec
-    §4.3)."""
+    """x + MLP(x), MLP = Linear(d, d/2) + BatchNorm + ReLU -> Linear(d/2, d): the "R" of RVSE++ (itr spec §4.3)."""
 
     def __init__(self, dim: int, hidden: int | None = None):
         super().__init__()

@@ -1,5 +1,4 @@
-"""Bi-GRU text encoder of VSE-infinity / RVSE++ over a vocabulary built from the training captions (itr
-§4.3)."""
+"""Bi-GRU text encoder of VSE-infinity / RVSE++ over a vocabulary built from the training captions (itr §4.3)."""
 
 from __future__ import annotations
 
@@ -10,8 +9,7 @@ from leccr_lightning.modules.gpo import GPO
 
 
 class BiGRUTextEncoder(nn.Module):
-    """Word embeddings (``word_dim`` 300, uniform +-0.1) -> 1-layer BiGRU (``embed_dim`` per direction, the
-    two
+    """Word embeddings (``word_dim`` 300, uniform +-0.1) -> 1-layer BiGRU (``embed_dim`` per direction, the two
     directions averaged) -> GPO over the valid tokens -> L2 norm.
 
     ``vocab_size`` is the size of the vocabulary built from the training captions (the DataModule's tokenizer

@@ -1,6 +1,14 @@
-"""Visual encoders: cached global features, frame-sequence transformers, and timm backbones on raw images."""
+"""Visual encoders: cached global features, frame or token sequences, and timm backbones on raw images.
+
+Every encoder maps a batch ``visual`` [B, T, D] (pixels [B, 3, H, W] for ``timm``) with ``mask`` [B, T] to an
+``EncodedVisual``: the output tokens [B, T', d], their mask [B, T'] and a pooled vector [B, d]. Methods choose one by
+name through ``build_visual_encoder`` (``visual_encoder: mlp`` in a config), so a new encoder is one registry entry.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -8,18 +16,26 @@ from torch import nn
 from leccr_lightning.modules.pooling import masked_mean
 
 
+class EncodedVisual(NamedTuple):
+    """Output tokens [B, T, d], their validity mask [B, T] (bool) and a pooled vector [B, d]."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    pooled: torch.Tensor
+
+
 class FeatureMLP(nn.Module):
     """A cached global feature [B, 1, D] (or the masked mean of frames) through ``LN -> Dropout -> Linear -> ReLU``
-    (NRCCR's LinearLayer, ccr_methods §2.1); returns (tokens [B, T, H], pooled [B, H])."""
+    (NRCCR's LinearLayer, ccr_methods §2.1), pooled by the masked mean."""
 
     def __init__(self, in_dim: int, hidden: int, dropout: float = 0.1):
         super().__init__()
         self.layer = nn.Sequential(nn.LayerNorm(in_dim), nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU())
         self.out_dim = hidden
 
-    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> EncodedVisual:
         tokens = self.layer(visual)
-        return tokens, masked_mean(tokens, mask)
+        return EncodedVisual(tokens, mask.bool(), masked_mean(tokens, mask))
 
 
 class FrameTransformer(nn.Module):
@@ -43,12 +59,41 @@ class FrameTransformer(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.out_dim = hidden
 
-    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens, _ = self.project(visual, mask)
+    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> EncodedVisual:
+        tokens = self.project(visual, mask).tokens
         positions = torch.arange(tokens.shape[1], device=tokens.device)
         tokens = self.norm(tokens + self.positions(positions))
         tokens = self.blocks(tokens, src_key_padding_mask=~mask.bool())
-        return tokens, masked_mean(tokens, mask)
+        return EncodedVisual(tokens, mask.bool(), masked_mean(tokens, mask))
+
+
+class TokenProjection(nn.Module):
+    """Visual tokens as they are (``width=None``: LECCR's image path, CLIP tokens straight into the slot
+    interaction) or through Linear(D -> width); pooled by the masked mean."""
+
+    def __init__(self, in_dim: int, width: int | None = None):
+        super().__init__()
+        self.out_dim = width or in_dim
+        self.project = nn.Identity() if width is None else nn.Linear(in_dim, width)
+
+    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> EncodedVisual:
+        tokens = self.project(visual)
+        return EncodedVisual(tokens, mask.bool(), masked_mean(tokens, mask))
+
+
+class TokenSelfAttention(nn.Module):
+    """``TokenProjection`` then one self-attention layer with a key-padding mask (LECCR's video path: d_model = the
+    feature dim, 8 heads, an MLP of width ``feedforward``)."""
+
+    def __init__(self, in_dim: int, width: int | None, num_heads: int, feedforward: int, dropout: float):
+        super().__init__()
+        self.project = TokenProjection(in_dim, width)
+        self.out_dim = self.project.out_dim
+        self.layer = nn.TransformerEncoderLayer(self.out_dim, num_heads, feedforward, dropout, batch_first=True)
+
+    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> EncodedVisual:
+        tokens = self.layer(self.project(visual, mask).tokens, src_key_padding_mask=~mask.bool())
+        return EncodedVisual(tokens, mask.bool(), masked_mean(tokens, mask))
 
 
 class TimmImageEncoder(nn.Module):
@@ -81,3 +126,102 @@ class TimmImageEncoder(nn.Module):
         features = self.backbone.forward_features(images)
         tokens = features.flatten(2).transpose(1, 2) if features.ndim == 4 else features
         return tokens, self.backbone.forward_head(features, pre_logits=True)
+
+
+class TimmTokens(nn.Module):
+    """The token map of a timm backbone on pixels (all tokens valid), then ``TokenProjection`` (LECCR end to end:
+    the backbone is fine-tuned, its tokens feed the slot interaction; a CNN map has no [CLS] token)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        width: int | None,
+        model_name: str = "resnet18",
+        checkpoint: str | None = None,
+        model_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        if in_dim != 3:
+            raise ValueError(f"visual_encoder 'timm' reads RGB pixels (visual_dim 3), got visual_dim={in_dim}")
+        self.backbone = TimmImageEncoder(model_name, checkpoint, model_kwargs=model_kwargs)
+        self.project = TokenProjection(self.backbone.out_dim, width)
+        self.out_dim = self.project.out_dim
+
+    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> EncodedVisual:
+        if visual.ndim != 4:
+            raise ValueError(
+                f"visual_encoder 'timm' expects pixel batches [B, 3, H, W] (data features kind 'images'), "
+                f"got shape {tuple(visual.shape)}"
+            )
+        tokens, _ = self.backbone(visual)
+        valid = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return self.project(tokens, valid)
+
+
+def _mlp(visual_dim: int, hidden: int, dropout: float, **_) -> nn.Module:
+    return FeatureMLP(visual_dim, hidden, dropout)
+
+
+def _frames(visual_dim: int, hidden: int, heads: int, max_frames: int, dropout: float, **_) -> nn.Module:
+    return FrameTransformer(visual_dim, hidden, num_heads=heads, max_frames=max_frames, dropout=dropout)
+
+
+def _tokens(visual_dim: int, hidden: int | None, **_) -> nn.Module:
+    return TokenProjection(visual_dim, hidden)
+
+
+def _token_attention(
+    visual_dim: int, hidden: int | None, heads: int, feedforward: int, dropout: float, **_
+) -> nn.Module:
+    return TokenSelfAttention(visual_dim, hidden, heads, feedforward, dropout)
+
+
+def _timm(
+    visual_dim: int, hidden: int | None, timm_model: str, timm_checkpoint: str | None, timm_kwargs: dict | None, **_
+) -> nn.Module:
+    return TimmTokens(visual_dim, hidden, timm_model, timm_checkpoint, timm_kwargs)
+
+
+VISUAL_ENCODERS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": _mlp,
+    "frames": _frames,
+    "tokens": _tokens,
+    "token_attention": _token_attention,
+    "timm": _timm,
+}
+
+
+def build_visual_encoder(
+    kind: str,
+    visual_dim: int,
+    hidden: int | None = None,
+    heads: int = 8,
+    max_frames: int = 80,
+    feedforward: int = 2048,
+    dropout: float = 0.1,
+    timm_model: str = "resnet18",
+    timm_checkpoint: str | None = None,
+    timm_kwargs: dict | None = None,
+) -> nn.Module:
+    """The visual encoder ``kind`` over ``visual_dim``-wide inputs; each kind reads the options it needs:
+
+    ``mlp`` (hidden, dropout): a cached global feature through NRCCR's LinearLayer; ``frames`` (hidden, heads,
+    max_frames, dropout): NRCCR's frame transformer; ``tokens`` (hidden: the projection width, None = identity):
+    visual tokens as they are; ``token_attention`` (hidden, heads, feedforward, dropout): tokens through one
+    self-attention layer; ``timm`` (timm_model, timm_checkpoint, timm_kwargs, hidden): a timm backbone's tokens.
+    """
+    if kind not in VISUAL_ENCODERS:
+        raise ValueError(f"unknown visual_encoder {kind!r}; expected one of {sorted(VISUAL_ENCODERS)}")
+    if kind in ("mlp", "frames") and hidden is None:
+        raise ValueError(f"visual_encoder {kind!r} needs a hidden width")
+    return VISUAL_ENCODERS[kind](
+        visual_dim=visual_dim,
+        hidden=hidden,
+        heads=heads,
+        max_frames=max_frames,
+        feedforward=feedforward,
+        dropout=dropout,
+        timm_model=timm_model,
+        timm_checkpoint=timm_checkpoint,
+        timm_kwargs=timm_kwargs,
+    )

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from leccr_lightning.callbacks.confidence import ConfidenceLogger
 from leccr_lightning.losses import bidirectional, hinge_triplet, positive_mask_from_ids, symmetric_info_nce
 from leccr_lightning.losses.weighted import (
     weighted_bidirectional_triplet,
@@ -16,8 +17,8 @@ from leccr_lightning.losses.weighted import (
     weighted_symmetric_info_nce,
 )
 from leccr_lightning.methods.baseline import DualEncoderBaseline
-from leccr_lightning.methods.dcot import ConfidenceLogger, DCOTObjective
-from tests.helpers import experiment
+from leccr_lightning.methods.objectives import DCOTObjective
+from tests.helpers import experiment, pair_context
 
 
 def _unit(*shape: int, seed: int) -> torch.Tensor:
@@ -88,13 +89,13 @@ def test_confidences_carry_no_gradient_and_warmup_gives_the_base_loss() -> None:
     visual, source, target = (x.clone().requires_grad_(True) for x in _clean_triplets(noise=0.5, seed=7))
     mask = torch.eye(8, dtype=torch.bool)
     scores = (_unit(8, 16, seed=11) @ _unit(8, 16, seed=12).T).requires_grad_(True)
-    context = {"pair": "target", "visual": visual, "source": source, "target": target}
-    objective(scores, mask, {**context, "progress": 0.5}).backward()
+    embeddings = {"visual": visual, "source": source, "target": target}
+    objective(pair_context(scores, mask, embeddings=embeddings, progress=0.5)).backward()
     assert visual.grad is None and source.grad is None and target.grad is None
     assert scores.grad is not None
-    warm = objective(scores, mask, {**context, "progress": 0.1})
+    warm = objective(pair_context(scores, mask, embeddings=embeddings, progress=0.1))
     assert torch.allclose(warm, symmetric_info_nce(scores, mask, 0.07))
-    english = objective(scores, mask, {**context, "pair": "source", "progress": 0.5})
+    english = objective(pair_context(scores, mask, rows="source", embeddings=embeddings, progress=0.5))
     assert torch.allclose(english, symmetric_info_nce(scores, mask, 0.07))
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from leccr_lightning.callbacks.schedules import WarmupSchedule
 from leccr_lightning.cli import lightning_main
 from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
 from leccr_lightning.losses import minmax_normalize, mix_targets, slot_diversity
@@ -15,10 +16,11 @@ from leccr_lightning.losses.slots import (
     slot_text_matching,
     slot_vision_scores,
 )
-from leccr_lightning.methods.leccr import LECCR, LeccrInfoNCE, LinearWarmupDecay, MaxSlotScorer
+from leccr_lightning.methods.leccr import LECCR, MaxSlotScorer
+from leccr_lightning.methods.objectives import MethodTemperatureInfoNCE
 from leccr_lightning.metrics import DotScorer, FusedScorer, retrieval_report, retrieval_report_from_views
 from leccr_lightning.modules.slots import SemanticSlots
-from tests.helpers import CONFIGS, assert_consistent_report, written_test_metrics
+from tests.helpers import CONFIGS, assert_consistent_report, pair_context, written_test_metrics
 
 TERMS = ("vs", "vt", "st", "slot_text", "slot_vision", "slot_diversity", "dstl")
 
@@ -129,17 +131,16 @@ def test_multi_positive_infonce_reduces_to_clip_and_is_permutation_invariant():
     distinct = torch.eye(6, dtype=torch.bool)
     labels = torch.arange(6)
     clip = 0.5 * (F.cross_entropy(scores / tau, labels) + F.cross_entropy(scores.T / tau, labels))
-    objective = LeccrInfoNCE()
-    assert torch.allclose(objective(scores, distinct, {"temperature": tau}), clip)
+    objective = MethodTemperatureInfoNCE()
+    assert torch.allclose(objective(pair_context(scores, distinct, temperature=tau)), clip)
     ids = torch.tensor([0, 1, 0, 2, 1, 3])
     positives = ids[:, None] == ids[None, :]
     perm = torch.randperm(6)
     assert torch.allclose(
-        objective(scores, positives, {"temperature": tau}),
-        objective(scores[perm][:, perm], positives[perm][:, perm], {"temperature": tau}),
+        objective(pair_context(scores, positives, temperature=tau)),
+        objective(pair_context(scores[perm][:, perm], positives[perm][:, perm], temperature=tau)),
     )
-    with pytest.raises(ValueError, match="temperature"):
-        objective(scores, positives, {})
+    assert objective.reads == {"temperature"}
 
 
 def test_soft_matching_target_properties():
@@ -201,7 +202,7 @@ def test_descriptions_are_encoded_without_gradient_by_default():
 def test_gathered_losses_equal_the_single_process_losses_with_two_emulated_ranks():
     """Each emulated rank scores its half against both halves (what all_gather gives): the gathered terms equal
     the single-process terms of the whole batch (§3.7)."""
-    model = tiny_leccr(visual_encoder="frames", visual_pooling="mean").eval()
+    model = tiny_leccr(visual_encoder="token_attention", visual_pooling="mean").eval()
     batch = training_batch([0, 1, 2, 0, 3, 2, 4, 1], frames=4)
     full = model.compute_losses(batch)
     halves = [take(batch, slice(0, 4)), take(batch, slice(4, 8))]
@@ -222,9 +223,7 @@ def test_gathered_losses_equal_the_single_process_losses_with_two_emulated_ranks
 
 def test_linear_warmup_then_linear_decay_values():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = LinearWarmupDecay(optimizer, warmup_fraction=0.2)
-    assert optimizer.param_groups[0]["lr"] == 0.0
-    scheduler.set_total_steps(10)
+    scheduler = WarmupSchedule(optimizer, warmup_fraction=0.2, num_training_steps=10)
     seen = [optimizer.param_groups[0]["lr"]]
     for _ in range(10):
         optimizer.step()

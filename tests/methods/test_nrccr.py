@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leccr_lightning.callbacks.nrccr_schedule import NRCCRLearningRate
+from leccr_lightning.callbacks.schedules import NRCCRLearningRate
 from leccr_lightning.methods.nrccr import NRCCR
 from leccr_lightning.modules.attention import SharedTextAttention
 from leccr_lightning.modules.discriminator import LanguageDiscriminator
@@ -53,10 +53,11 @@ def _model(**kwargs) -> NRCCR:
 
 def test_similarity_view_teacher_gets_no_gradient() -> None:
     model = _model()
-    streams = model.streams(_batch())
+    batch = _batch()
+    streams = model.streams(batch)
     streams["teacher"] = streams["teacher"].detach().requires_grad_(True)
     streams["target"] = streams["target"].detach().requires_grad_(True)
-    terms = model.loss_terms(streams, torch.arange(BATCH))
+    terms = model.loss_terms(streams, batch)
     terms["sim"].backward()
     assert streams["teacher"].grad is None or bool((streams["teacher"].grad == 0).all())
     assert float(streams["target"].grad.abs().sum()) > 0
@@ -64,18 +65,20 @@ def test_similarity_view_teacher_gets_no_gradient() -> None:
 
 def test_feature_view_equals_mse_over_eight_and_reaches_teacher() -> None:
     model = _model()
-    streams = model.streams(_batch(1))
-    terms = model.loss_terms(streams, torch.arange(BATCH))
+    batch = _batch(1)
+    streams = model.streams(batch)
+    terms = model.loss_terms(streams, batch)
     expected = F.mse_loss(streams["target"], streams["teacher"]) / 8
     assert torch.allclose(terms["feat"], expected, rtol=1e-5, atol=1e-7)
     teacher = streams["teacher"].detach().requires_grad_(True)
-    model.loss_terms({**streams, "teacher": teacher}, torch.arange(BATCH))["feat"].backward()
+    model.loss_terms({**streams, "teacher": teacher}, batch)["feat"].backward()
     assert float(teacher.grad.abs().sum()) > 0
 
 
 def test_total_is_the_paper_weighted_sum() -> None:
     model = _model()
-    terms = model.loss_terms(model.streams(_batch(2)), torch.arange(BATCH))
+    batch = _batch(2)
+    terms = model.loss_terms(model.streams(batch), batch)
     total = (
         terms["tri_source"]
         + 0.6 * terms["tri_target"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
-from leccr_lightning.methods.ranking_objectives import ListwiseObjective
+from leccr_lightning.methods.objectives import ListwiseObjective
 from leccr_lightning.methods.rvsepp import RVSEPlusPlus
 from leccr_lightning.modules.gpo import GPO, ResidualMLP, sine_positions
 from leccr_lightning.modules.gru_text import BiGRUTextEncoder

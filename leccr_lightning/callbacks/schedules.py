@@ -1,9 +1,42 @@
-"""NRCCR's learning-rate schedule and early stopping as Lightning callbacks (ccr_methods §2.3)."""
+"""Learning-rate schedules: a per-step warm-up schedule from transformers, and NRCCR's epoch rule and early stopping
+as Lightning callbacks (ccr_methods §2.3)."""
 
 from __future__ import annotations
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EarlyStopping
+from transformers import get_scheduler
+
+
+class WarmupSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """``transformers.get_scheduler(name)`` with the warm-up given as a fraction of the run (LECCR §3.4: ``linear``,
+    10 %: lr = base * s/W for s < W, then base * (T - s)/(T - W), W = warmup_fraction * T; use with
+    ``scheduler_interval: step``).
+
+    ``num_training_steps=None`` (the usual config) lets ``MethodBase`` fill in the trainer's estimated number of
+    optimiser steps when it builds the optimiser.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        name: str = "linear",
+        warmup_fraction: float = 0.1,
+        num_training_steps: int | None = None,
+        last_epoch: int = -1,
+    ):
+        if not 0.0 <= warmup_fraction < 1.0:
+            raise ValueError(f"warmup_fraction: expected a value in [0, 1), got {warmup_fraction}")
+        if num_training_steps is None or num_training_steps < 1:
+            raise ValueError(
+                f"num_training_steps: expected at least 1 step, got {num_training_steps} (a method fills it from the "
+                "trainer; set it when building the schedule by hand)"
+            )
+        self.name, self.warmup_fraction, self.num_training_steps = name, warmup_fraction, num_training_steps
+        warmup = int(warmup_fraction * num_training_steps)
+        reference = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=num_training_steps)
+        super().__init__(optimizer, reference.lr_lambdas, last_epoch)
 
 
 class NRCCRLearningRate(L.Callback):

@@ -1,30 +1,14 @@
-"""Alignment objectives a method takes as a constructor argument (``objective: class_path ...`` in YAML).
-
-An objective maps a [texts, visuals] score matrix and its positive mask to a scalar loss; ``context`` carries what
-some objectives need besides the scores (e.g. relevance or confidences). Objectives are ``nn.Module`` s so that a
-learnable temperature lives here, in the method layer, while the loss formulas stay pure in ``losses/``.
-"""
+"""Hinge-triplet and InfoNCE objectives (the losses themselves are pure functions in ``losses/``)."""
 
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
-from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from leccr_lightning.losses import bidirectional, hinge_triplet, symmetric_info_nce
-
-
-class PairObjective(nn.Module, ABC):
-    """Base of alignment objectives: ``forward(scores, positive_mask, context) -> loss``."""
-
-    @abstractmethod
-    def forward(
-        self, scores: torch.Tensor, positive_mask: torch.Tensor, context: Mapping | None = None
-    ) -> torch.Tensor:
-        """The scalar loss of a [texts, visuals] score matrix."""
+from leccr_lightning.methods.objectives.base import TEMPERATURE, PairContext, PairObjective
 
 
 class TripletObjective(PairObjective):
@@ -42,11 +26,11 @@ class TripletObjective(PairObjective):
         self.margin, self.mining, self.selective_eps = margin, mining, selective_eps
         self.soft_tau, self.reduction = soft_tau, reduction
 
-    def forward(self, scores, positive_mask, context=None):
+    def forward(self, context: PairContext) -> torch.Tensor:
         return bidirectional(
             hinge_triplet,
-            scores,
-            positive_mask,
+            context.scores,
+            context.positives,
             weights=(1.0, 1.0),
             margin=self.margin,
             mining=self.mining,
@@ -69,5 +53,15 @@ class InfoNCEObjective(PairObjective):
     def temperature(self) -> torch.Tensor:
         return self.log_temperature.clamp(self.min_log, 0.0).exp()
 
-    def forward(self, scores, positive_mask, context=None):
-        return symmetric_info_nce(scores, positive_mask, self.temperature)
+    def forward(self, context: PairContext) -> torch.Tensor:
+        return symmetric_info_nce(context.scores, context.positives, self.temperature)
+
+
+class MethodTemperatureInfoNCE(PairObjective):
+    """Symmetric multi-positive InfoNCE at the method's own learnable temperature ``context.temperature`` (LECCR
+    §3.3 item 1: the same tau also serves the slot-text loss, so it lives in the method)."""
+
+    reads = frozenset({TEMPERATURE})
+
+    def forward(self, context: PairContext) -> torch.Tensor:
+        return symmetric_info_nce(context.scores, context.positives, context.temperature)

@@ -1,15 +1,12 @@
 """Image-text ranking objectives as plug-ins: SelHN (RVSE++), unified pair loss, BCLS, Listwise ITR (S-NDCG).
 
-Each is a ``PairObjective`` any method takes as ``objective:`` (the baseline, RVSE++, the CCR methods). The
-score
-matrix has texts as rows and visual items as columns; "t2i" is the rows, "i2t" the columns (``scores.T``).
-Graded relevance comes from an in-batch provider (``metrics/relevance.py``) reading the method's ``context``:
-``index`` (visual index per row), ``batch["caption_ids"]`` and the tokens ``batch["text"][pair]``.
+Each is a ``PairObjective`` any retrieval method takes as ``objective:`` (the baseline, RVSE++, the CCR methods).
+The score matrix has texts as rows and visual items as columns; "t2i" is the rows, "i2t" the columns (``scores.T``).
+Graded relevance comes from an in-batch provider (``metrics/relevance.py``) reading the visual index of the rows and
+the rows' caption ids and tokens from the local batch (``ROW_TEXTS``: so these objectives score per-rank batches).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 from torch import Tensor
 
@@ -20,31 +17,21 @@ from leccr_lightning.losses import (
     smooth_ndcg_loss,
     unified_pair_loss,
 )
-from leccr_lightning.methods.objectives import PairObjective
+from leccr_lightning.methods.objectives.base import ROW_TEXTS, PairContext, PairObjective
 from leccr_lightning.metrics.relevance import BatchTexts, InBatchRelevance, TokenOverlapRelevance
 
 BINARY_MINING = ("hardest", "soft", "selective", "all_mean")
 
 
-def batch_texts(context: Mapping | None) -> BatchTexts:
-    """The provider's view of a method context: visual index, caption ids and the scored texts' tokens."""
-    if context is None or "index" not in context:
-        raise ValueError("ranking objectives need a context with the visual 'index' of every text row")
-    batch = context.get("batch") or {}
-    tokens = (batch.get("text") or {}).get(context.get("pair", "source"), {})
-    return BatchTexts(
-        index=context["index"],
-        caption_ids=batch.get("caption_ids"),
-        input_ids=tokens.get("input_ids"),
-        attention_mask=tokens.get("attention_mask"),
-    )
+def batch_texts(context: PairContext) -> BatchTexts:
+    """The provider's view of a pair: the visual index of every row and the rows' caption ids and tokens."""
+    return BatchTexts(index=context.index, **context.row_texts())
 
 
 def binary_term(
     scores: Tensor, positive_mask: Tensor, margin: float, mining: str, selective_eps: float, soft_tau: float
 ) -> Tensor:
-    """1/2 (mean_t2i + mean_i2t) of the hinge triplet with ``mining`` (the released codes' batch
-    reduction)."""
+    """1/2 (mean_t2i + mean_i2t) of the hinge triplet with ``mining`` (the released codes' batch reduction)."""
     return bidirectional(
         hinge_triplet,
         scores,
@@ -60,31 +47,29 @@ def binary_term(
 
 class SelHNObjective(PairObjective):
     """RVSE++ T-SelHN (itr spec §4.2): per anchor, the mean over all negatives when |s_p - max_n s_n| <
-    ``selective_eps`` (detached), else the hardest negative; L = 1/2 (mean_t2i + mean_i2t). m = 0.2, eps =
-    0.01."""
+    ``selective_eps`` (detached), else the hardest negative; L = 1/2 (mean_t2i + mean_i2t). m = 0.2, eps = 0.01."""
 
     def __init__(self, margin: float = 0.2, selective_eps: float = 0.01):
         super().__init__()
         self.margin, self.selective_eps = margin, selective_eps
 
-    def forward(self, scores, positive_mask, context=None):
-        return binary_term(scores, positive_mask, self.margin, "selective", self.selective_eps, 0.01)
+    def forward(self, context: PairContext) -> Tensor:
+        return binary_term(context.scores, context.positives, self.margin, "selective", self.selective_eps, 0.01)
 
 
 class UnifiedObjective(PairObjective):
-    """Unified pair-similarity loss (itr spec §7.2): per anchor tau * log(1 + sum_n exp((s_n - s_p + m) /
-    tau)),
+    """Unified pair-similarity loss (itr spec §7.2): per anchor tau * log(1 + sum_n exp((s_n - s_p + m) / tau)),
     L = 1/2 (mean_t2i + mean_i2t); MV-VSE ``UnifiedLoss`` defaults m = 0.2, tau = 0.01."""
 
     def __init__(self, margin: float = 0.2, tau: float = 0.01):
         super().__init__()
         self.margin, self.tau = margin, tau
 
-    def forward(self, scores, positive_mask, context=None):
+    def forward(self, context: PairContext) -> Tensor:
         return bidirectional(
             unified_pair_loss,
-            scores,
-            positive_mask,
+            context.scores,
+            context.positives,
             weights=(0.5, 0.5),
             margin=self.margin,
             tau=self.tau,
@@ -95,24 +80,24 @@ class UnifiedObjective(PairObjective):
 class _RelevanceObjective(PairObjective):
     """An objective with a binary term and a term on in-batch graded relevance r[text, visual]."""
 
+    reads = frozenset({ROW_TEXTS})
+
     def __init__(self, relevance: InBatchRelevance | None, legacy_untransposed: bool):
         super().__init__()
         self.relevance = relevance if relevance is not None else TokenOverlapRelevance()
         self.legacy_untransposed = legacy_untransposed
 
-    def relevance_pair(self, positive_mask: Tensor, context: Mapping | None) -> tuple[Tensor, Tensor]:
-        """r for the t2i rows and for the i2t rows: r^T, or r itself under ``legacy_untransposed`` (the
-        released
+    def relevance_pair(self, context: PairContext) -> tuple[Tensor, Tensor]:
+        """r for the t2i rows and for the i2t rows: r^T, or r itself under ``legacy_untransposed`` (the released
         Listwise_ITR / ITM_CLS quirk, itr spec §5.3, §6.1)."""
-        relevance = self.relevance(positive_mask, batch_texts(context)).to(positive_mask.device)
+        relevance = self.relevance(context.positives, batch_texts(context)).to(context.positives.device)
         return relevance, relevance if self.legacy_untransposed else relevance.T
 
 
 class BCLSObjective(_RelevanceObjective):
     """BCLS (itr spec §5): binary triplet + ``kendall_weight`` * Kendall rank loss on continuous labels.
 
-    L = 1/2 (T(S) + T(S^T)) + w * 1/2 (K(S, r) + K(S^T, r^T)). ``binary_mining="soft"`` is the paper's
-    Triplet-SN
+    L = 1/2 (T(S) + T(S^T)) + w * 1/2 (K(S, r) + K(S^T, r^T)). ``binary_mining="soft"`` is the paper's Triplet-SN
     [recall] ([m - s_p + tau LSE_n(s_n / tau)]_+, ``soft_tau`` 0.01); the released ITM_CLS uses ``"hardest"``.
     The Kendall term (``losses.kendall_rank_loss``): label gap 0.3, ``form="hinge"`` (released) or ``"paper"``
     [recall] with ``surrogate_tau``; SW-HS [recall] via ``window`` and ``hard_mining``. Relevance defaults to
@@ -150,9 +135,12 @@ class BCLSObjective(_RelevanceObjective):
             "hard_mining": hard_mining,
         }
 
-    def forward(self, scores, positive_mask, context=None):
-        binary = binary_term(scores, positive_mask, self.margin, self.binary_mining, self.selective_eps, self.soft_tau)
-        rows, columns = self.relevance_pair(positive_mask, context)
+    def forward(self, context: PairContext) -> Tensor:
+        scores = context.scores
+        binary = binary_term(
+            scores, context.positives, self.margin, self.binary_mining, self.selective_eps, self.soft_tau
+        )
+        rows, columns = self.relevance_pair(context)
         kendall = 0.5 * (
             kendall_rank_loss(scores, rows, **self.kendall_args)
             + kendall_rank_loss(scores.T, columns, **self.kendall_args)
@@ -161,15 +149,12 @@ class BCLSObjective(_RelevanceObjective):
 
 
 class ListwiseObjective(_RelevanceObjective):
-    """Listwise ITR (itr spec §6.2): L = (1 - lambda) * Triplet-HN + lambda * 1/2 (L_list(S, r) +
-    L_list(S^T, r^T)),
+    """Listwise ITR (itr spec §6.2): L = (1 - lambda) * Triplet-HN + lambda * 1/2 (L_list(S, r) + L_list(S^T, r^T)),
     L_list = mean_q (1 - S-NDCG_q) with sigmoid-smoothed ranks (tau = 0.01), no cut-off (``k=None``), gains
     2^r - 1 and the released code's shared-tie ideal ranks (``ideal_ties="shared"``).
 
-    ``sndcg_weight`` (lambda) has no default in the released code (itr spec §6.2); 0.5 here is a [recall]
-    sweep
-    default. Relevance defaults to in-batch token-overlap (1 + cos) / 2; the paper's RSC uses caption
-    embeddings
+    ``sndcg_weight`` (lambda) has no default in the released code (itr spec §6.2); 0.5 here is a [recall] sweep
+    default. Relevance defaults to in-batch token-overlap (1 + cos) / 2; the paper's RSC uses caption embeddings
     (``CaptionEmbeddingRelevance(mapping="shifted")``).
     """
 
@@ -190,9 +175,10 @@ class ListwiseObjective(_RelevanceObjective):
         self.margin, self.sndcg_weight = margin, sndcg_weight
         self.ndcg_args = {"tau": tau, "k": k, "gain": gain, "ideal_ties": ideal_ties}
 
-    def forward(self, scores, positive_mask, context=None):
-        triplet = binary_term(scores, positive_mask, self.margin, "hardest", 0.0, 0.01)
-        rows, columns = self.relevance_pair(positive_mask, context)
+    def forward(self, context: PairContext) -> Tensor:
+        scores = context.scores
+        triplet = binary_term(scores, context.positives, self.margin, "hardest", 0.0, 0.01)
+        rows, columns = self.relevance_pair(context)
         listwise = 0.5 * (
             smooth_ndcg_loss(scores, rows, **self.ndcg_args) + smooth_ndcg_loss(scores.T, columns, **self.ndcg_args)
         )
