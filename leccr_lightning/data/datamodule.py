@@ -24,6 +24,7 @@ from leccr_lightning.data.datasets import (
     positions_of,
 )
 from leccr_lightning.data.errors import DataFormatError
+from leccr_lightning.data.extras import Extra, bind_extras
 from leccr_lightning.data.features import DescriptionFeatureStore, FeatureStore, open_feature_store
 from leccr_lightning.data.images import ImageFolderStore
 from leccr_lightning.data.split_module import RetrievalDataModule
@@ -88,6 +89,9 @@ class CCRDataModule(RetrievalDataModule):
         description_features: precomputed description token features served instead of the text when
             ``description`` is a role (batches then carry ``description_features`` [B, L, D] and
             ``description_mask`` [B, L]; a missing id is always an error).
+        extras: name -> ``Extra``: per-item or per-caption data a method reads besides features and tokens (concept
+            tags, region features, frame tokens, sentence features; ``data/extras.py``), served as
+            ``batch["extras"][name]``.
         tokenizer: ``"train"`` (WordPiece trained on the training captions, cached in ``<collection>/cache``) or
             a local tokenizer directory / cached Hugging Face name.
         normalization: caption normalisation policy (``none``, ``nrccr``, ``leccr``; ccr_methods §1.5).
@@ -111,6 +115,7 @@ class CCRDataModule(RetrievalDataModule):
         descriptions: str | None = None,
         description_features: DescriptionFeatureSpec | None = None,
         allow_missing_descriptions: bool = False,
+        extras: dict[str, Extra] | None = None,
         tokenizer: str = "train",
         tokenizer_vocab_size: int = 2000,
         max_length: int = 64,
@@ -150,6 +155,7 @@ class CCRDataModule(RetrievalDataModule):
                 "data.init_args.description_features (precomputed token features)"
             )
         self._captions = {"train": train_captions, "val": val_captions, "test": test_captions}
+        self.extras = dict(extras or {})
         self.tokenizer = load_or_train_tokenizer(
             tokenizer, self._tokenizer_corpus(), self.collection_dir / "cache", tokenizer_vocab_size
         )
@@ -256,7 +262,9 @@ class CCRDataModule(RetrievalDataModule):
             elif "description" in self.roles:
                 texts["description"] = self._descriptions(items)
                 rows["description"] = positions_of(source, items)
-            return {"train": PseudoParallelDataset(source, items, texts, rows, features)}
+            item_extras = self._bind_extras("item", "train", items.ids, items.source)
+            caption_extras = self._bind_extras("caption", "train", source.ids, source.path)
+            return {"train": PseudoParallelDataset(source, items, texts, rows, features, item_extras, caption_extras)}
         query_file = self._caption_file(split, "query")
         items = self._items(split, query_file, self._store(split))
         texts = {"query": self._tokenize(query_file.texts, "query")}
@@ -270,5 +278,11 @@ class CCRDataModule(RetrievalDataModule):
             features = ItemDescriptionFeatures(items, self._description_store, f"the {split} split")
         elif "description" in self.roles:
             gallery_texts = {"description": self._descriptions(items)}
-        gallery = Gallery(items, gallery_texts, features)
-        return {"queries": QuerySet(query_file, items, texts, rows), "gallery": gallery}
+        gallery = Gallery(items, gallery_texts, features, self._bind_extras("item", split, items.ids, items.source))
+        queries = QuerySet(
+            query_file, items, texts, rows, self._bind_extras("caption", split, query_file.ids, query_file.path)
+        )
+        return {"queries": queries, "gallery": gallery}
+
+    def _bind_extras(self, level: str, split: str, ids, source) -> dict:
+        return bind_extras(self.extras, level, self.collection_dir, split, ids, Path(source))

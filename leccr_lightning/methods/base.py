@@ -178,6 +178,8 @@ class RetrievalMethod(MethodBase, ABC):
     """
 
     required_roles: tuple[str, ...] = ("source", "target")
+    required_extras: tuple[str, ...] = ()
+    """Names of the DataModule ``extras`` the method reads (``batch["extras"][name]``)."""
     context_roles: tuple[str, ...] = ("visual", "source", "target")
     """The embedding roles of every ``alignment_step`` of the method (what its objectives may read)."""
     provides_temperature: bool = False
@@ -278,6 +280,13 @@ class RetrievalMethod(MethodBase, ABC):
                     f"{type(self).__name__} needs the text roles {list(self.required_roles)}; add {missing} to "
                     f"data.init_args.roles (now {roles})"
                 )
+        extras = getattr(datamodule, "extras", {})
+        missing = [name for name in self.required_extras if name not in extras]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__} reads the data extras {list(self.required_extras)}; configure {missing} in "
+                f"data.init_args.extras (now {sorted(extras)})"
+            )
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         losses = self.compute_losses(batch)
