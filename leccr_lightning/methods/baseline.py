@@ -41,6 +41,7 @@ class DualEncoder(nn.Module):
         visual_hidden: int,
         visual_heads: int,
         max_frames: int,
+        visual_options: dict | None,
         embed_dim: int,
         batch_norm: bool,
         dropout: float,
@@ -56,7 +57,12 @@ class DualEncoder(nn.Module):
             pooling=pooling,
         )
         self.visual = build_visual_encoder(
-            visual_encoder, visual_dim, hidden=visual_hidden, heads=visual_heads, max_frames=max_frames
+            visual_encoder,
+            visual_dim,
+            hidden=visual_hidden,
+            heads=visual_heads,
+            max_frames=max_frames,
+            options=visual_options,
         )
         self.text_head = ProjectionHead(self.text.hidden_size, embed_dim, batch_norm, dropout)
         self.visual_head = ProjectionHead(self.visual.out_dim, embed_dim, batch_norm, dropout)
@@ -78,7 +84,7 @@ class DualEncoderBaseline(RetrievalMethod):
             Hugging Face directory (e.g. mBERT).
         trainable_layers: text layers to fine-tune (``None``: all).
         visual_encoder: a ``modules.visual_encoders`` kind: ``"mlp"`` (global features) or ``"frames"`` (frame
-            transformer over a video).
+            transformer over a video), or any registered kind; ``visual_options`` are its further arguments.
         objective: the alignment objective of the pairs (source, visual) and (target, visual) (default: symmetric
             InfoNCE, temperature 0.07); its ``PairContext`` carries the visual, source and target embeddings.
         target_weight: weight of the MT-target term (NRCCR's ``tri_alpha`` = 0.6; 1.0 here by default).
@@ -102,6 +108,7 @@ class DualEncoderBaseline(RetrievalMethod):
         visual_hidden: int = 128,
         visual_heads: int = 4,
         max_visual_positions: int = 80,
+        visual_options: dict | None = None,
         embed_dim: int = 128,
         batch_norm: bool = False,
         dropout: float = 0.0,
@@ -124,6 +131,7 @@ class DualEncoderBaseline(RetrievalMethod):
             visual_hidden,
             visual_heads,
             max_visual_positions,
+            visual_options,
             embed_dim,
             batch_norm,
             dropout,

@@ -202,8 +202,10 @@ def build_visual_encoder(
     timm_model: str = "resnet18",
     timm_checkpoint: str | None = None,
     timm_kwargs: dict | None = None,
+    options: dict | None = None,
 ) -> nn.Module:
-    """The visual encoder ``kind`` over ``visual_dim``-wide inputs; each kind reads the options it needs:
+    """The visual encoder ``kind`` over ``visual_dim``-wide inputs; each kind reads the options it needs (``options``:
+    further keyword arguments of the kind, e.g. a video encoder's own sizes, from a method's ``visual_options``):
 
     ``mlp`` (hidden, dropout): a cached global feature through NRCCR's LinearLayer; ``frames`` (hidden, heads,
     max_frames, dropout): NRCCR's frame transformer; ``tokens`` (hidden: the projection width, None = identity):
@@ -224,4 +226,5 @@ def build_visual_encoder(
         timm_model=timm_model,
         timm_checkpoint=timm_checkpoint,
         timm_kwargs=timm_kwargs,
+        **(options or {}),
     )
