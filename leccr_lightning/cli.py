@@ -6,19 +6,52 @@ are linked from the instantiated DataModule when it has them, never interpolated
 ``leccr test`` prints the metrics and writes them as a flat JSON dict ``test_metrics.json`` into the run's log
 directory; ``fit --test_after_fit true`` tests the best checkpoint right after training. Model arguments come from the
 configs on every subcommand (the checkpoint's hyper-parameters are not merged back: linked sizes are derived values).
+
+Every method is importable by its class name (``--model NRCCR``); a method's optimiser and scheduler are its own
+``optimizer:`` / ``scheduler:`` arguments (LightningCLI's ``--optimizer``/``--lr_scheduler`` are not offered, so
+nothing silently replaces them). Under DDP, a method whose branches may stay unused on a step says so with
+``ddp_find_unused_parameters = True`` and the CLI picks the matching strategy. Files are written once, by rank 0,
+after every rank has agreed on the run folder.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from leccr_lightning.tools import TOOL_ENTRY_POINTS, load_tool
+
+DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+# Lightning 2.6 calls a torch.utils._pytree API that torch 2.14 deprecates, on every fit; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def import_methods() -> None:
+    """Import every module of ``leccr_lightning.methods``, so each method class is known by its short name."""
+    import leccr_lightning.methods as methods
+
+    for info in pkgutil.walk_packages(methods.__path__, f"{methods.__name__}."):
+        importlib.import_module(info.name)
+
+
+class LeccrSaveConfigCallback(SaveConfigCallback):
+    """Writes ``config.yaml`` into the run folder and puts the resolved config into the run config of every logger
+    that takes one (``RunWandbLogger.log_config``: lr, weight decay, temperatures... under their dotted names)."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        resolved = self.parser.dump(self.config, skip_none=False, format="json")
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_config"):
+                logger.log_config(json.loads(resolved))
 
 
 def _link_if_present(attribute: str) -> Callable:
@@ -32,6 +65,13 @@ def _link_if_present(attribute: str) -> Callable:
 
 class LeccrCLI(LightningCLI):
     """LightningCLI with data->model size links, a test-after-fit option and ``test_metrics.json``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.subcommand is not None:  # the command ran: close the loggers' runs (W&B) for the next one
+            for logger in self.trainer.loggers:
+                if hasattr(logger, "close_run"):
+                    logger.close_run()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -60,6 +100,14 @@ class LeccrCLI(LightningCLI):
         linked sizes, which are derived from the DataModule and may not apply to the chosen model class.
         """
 
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        """The trainer, with DDP's unused-parameter search switched on when the method asks for it."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        strategy = config["trainer"].get("strategy")
+        if strategy in DDP_STRATEGIES and getattr(self.model, "ddp_find_unused_parameters", False):
+            config["trainer"]["strategy"] = f"{strategy}_find_unused_parameters_true"
+        return super().instantiate_trainer(**kwargs)
+
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):
             has_best = bool(getattr(self.trainer.checkpoint_callback, "best_model_path", ""))
@@ -68,9 +116,10 @@ class LeccrCLI(LightningCLI):
 
     def after_test(self) -> None:
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")}
+        log_dir = self.trainer.log_dir  # a collective call: every rank takes part before rank 0 writes
         if self.trainer.global_rank != 0:
             return
-        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        out_dir = Path(log_dir or self.trainer.default_root_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
         print(f"test metrics ({out_dir / 'test_metrics.json'}):")
@@ -83,15 +132,18 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> LeccrCLI:
 
     ``run=False`` only instantiates the config's trainer, model and data (``args`` then hold no subcommand).
     """
+    import_methods()
     return LeccrCLI(
         L.LightningModule,
         L.LightningDataModule,
+        save_config_callback=LeccrSaveConfigCallback,
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
         run=run,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"parser_mode": "omegaconf"},
+        auto_configure_optimizers=False,
     )
 
 
@@ -101,7 +153,7 @@ def main(args: list[str] | None = None) -> None:
     if argv and argv[0] in TOOL_ENTRY_POINTS:
         load_tool(argv[0])(argv[1:])
     else:
-        lightning_main(argv)
+        lightning_main(None if args is None else argv)
 
 
 if __name__ == "__main__":

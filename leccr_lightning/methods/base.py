@@ -66,6 +66,9 @@ def adamw(params: Iterable) -> torch.optim.Optimizer:
 class MethodBase(L.LightningModule):
     """Optimisation, logging and exact resumption shared by the retrieval and grounding families.
 
+    ``ddp_find_unused_parameters``: a method whose parameters may stay out of a step's loss sets it, and the CLI then
+    runs DDP with the unused-parameter search (``ddp_find_unused_parameters_true``).
+
     Args:
         optimizer: an optimiser factory over parameter groups (LightningCLI ``class_path``/``init_args``).
         scheduler: an optional LR scheduler factory; ``scheduler_interval`` is ``"epoch"`` or ``"step"``.
@@ -73,6 +76,8 @@ class MethodBase(L.LightningModule):
         gradient_clip_norm: clip the total gradient norm to this value (NRCCR: 2.0); a method constant, so it lives
             here rather than in the trainer config (``trainer.gradient_clip_val`` still applies when this is unset).
     """
+
+    ddp_find_unused_parameters: bool = False
 
     def __init__(
         self,
@@ -306,11 +311,14 @@ class RetrievalMethod(MethodBase, ABC):
         return self.metrics[stage]
 
     def _eval_step(self, stage: str, batch: Mapping) -> None:
+        """Embed a query or gallery batch and hand its views to the stage's metric in fp32 (so a bf16-mixed run is
+        still scored in fp32)."""
         metric = self._metric(stage)
         if batch["kind"] == "query":
-            metric.update("query", batch["position"], self.encode_queries(batch), batch["target"])
+            views = {name: view.float() for name, view in self.encode_queries(batch).items()}
+            metric.update("query", batch["position"], views, batch["target"])
         else:
-            metric.update("gallery", batch["position"], self.encode_gallery(batch))
+            metric.update("gallery", batch["position"], {k: v.float() for k, v in self.encode_gallery(batch).items()})
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
         """Compute, reset and log the stage's report, plus ``t2v_sumr`` (R1+R5+R10 of text-to-visual alone: NRCCR's
