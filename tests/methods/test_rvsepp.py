@@ -120,3 +120,42 @@ def test_rvsepp_tiny_trains_and_tests_through_the_cli(tmp_path, run_cli):
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule)
     assert_consistent_report(results[0])
+
+
+def test_rvsepp_augments_training_batches_only(tmp_path):
+    """Through a real Trainer: the training batches reaching the model have dropped regions; evaluation ones do not."""
+    import lightning as L
+
+    from leccr_lightning.data.precomp import PrecompDataModule, RegionCaptionAugmentation
+    from tests.data.test_precomp import learnable_split
+
+    for split, images in (("train", 16), ("dev", 4), ("test", 4)):
+        learnable_split(tmp_path / "f30k_precomp", split, images, seed=len(split))
+    data = PrecompDataModule(str(tmp_path), batch_size=16, eval_batch_size=8, word_min_count=1)
+    seen = {"train": [], "val": []}
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen["train"].append(int(batch["visual_mask"].sum()))
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            if batch["kind"] == "gallery":
+                seen["val"].append(int(batch["visual_mask"].sum()))
+
+    model = RVSEPlusPlus(
+        visual_dim=16, vocab_size=data.vocab_size, embed_dim=8, word_dim=8, augmentation=RegionCaptionAugmentation()
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=data)
+    assert seen["train"] and all(count < 16 * 4 for count in seen["train"])  # p(no region dropped) = 0.8^64
+    assert seen["val"] and all(count == 4 * 4 for count in seen["val"])
