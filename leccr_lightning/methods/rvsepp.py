@@ -98,6 +98,8 @@ class RVSEPlusPlus(_JointEmbedding):
     * L2 normalisation divides by max(||x||, 1e-12) instead of ||x|| + 1e-8 (a relative difference below 1e-8);
     * validation logs MedR as the mean of the two middle 1-based ranks (numpy's median; the official evaluation takes
       floor(median(0-based)) + 1, which ``metrics.protocols.full_report`` / ``coco_report`` give);
+    * rank ties: a negative scored equal to the positive does not push it down (the official argsort breaks ties
+      by index; ties have probability 0 with float scores);
     * ``mask_same_item`` and ``no_decay_keys`` default to the framework's choices (same-image captions are not
       negatives; no weight decay on biases and norms); the preset sets ``mask_same_item: false`` and
       ``no_decay_keys: []`` as the official code does.
