@@ -12,6 +12,7 @@ captions; every metric is averaged over the five folds. COCO 5K: the full ``test
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -120,9 +121,11 @@ def full_report(
     ndcg_k: int = 25,
     teran_v2t: bool = False,
 ) -> dict[str, float]:
-    """``retrieval_report`` plus, when ``relevance`` is given, the NDCG@``ndcg_k`` keys of
-    :func:`ndcg_report`."""
+    """``retrieval_report`` with the image-text MedR (floor of the median rank), plus, when ``relevance`` is given,
+    the NDCG@``ndcg_k`` keys of :func:`ndcg_report`."""
     report = retrieval_report(scores, query_to_gallery, ks)
+    # MedR of the official i2t / t2i: floor(median(0-based)) + 1 = floor(median(1-based)) (RVSEPP evaluation.py:326,370)
+    report.update({key: float(math.floor(report[key])) for key in ("t2v_medr", "v2t_medr")})
     if relevance is not None:
         report.update(ndcg_report(scores, relevance, ndcg_k, teran_v2t))
     return report

@@ -102,44 +102,91 @@ class TokenOverlapRelevance(InBatchRelevance):
 
 
 class CaptionEmbeddingRelevance(InBatchRelevance):
-    """Cosine of offline caption embeddings (MPNet/CLIP/GloVe, BCLS §5.2 / Listwise §6.1), max over the item's
-    captions present in the batch, mapped with ``mapping`` (``"shifted"``: Listwise RSC; ``"cos"``: ITM_CLS).
+    """BCLS / Listwise RSC relevance from offline caption embeddings (itr spec §5.2, §6.1): for text i and the visual
+    item j, r_ij = max over the reference captions k of item j (all of them, 5 per image in the precomp releases) of
+    the mapped similarity of e_k and e_i, as AAA-Zheng/Listwise_ITR ``data.py:54-59`` + ``model.py:152-166`` and
+    ITM_CLS ``data.py:59-64`` + ``model.py:125-133`` compute it.
+
+    ``mapping``: ``"shifted"`` L2-normalises the embeddings, then (1 + cos) / 2 (Listwise ``model.py:159-165``);
+    ``"cos"`` is the raw inner product <e_k, e_i> of the stored vectors, neither normalised nor clipped (ITM_CLS
+    ``model.py:132-133``; it equals the cosine for unit-norm files such as MPNet sentence embeddings).
 
     Args:
-        embeddings: a ``.npy`` file [#captions, d], row-aligned with ``ids``.
-        ids: a text file whose lines start with the caption id of each row (a caption file or an id list).
+        embeddings: a ``.npy`` file [#captions, d].
+        ids: a text file whose lines start with the caption id of each row (read at construction); ``None``: the
+            rows are the DataModule's training captions in file order (``train_caption_ids``, as the released
+            ``text_emb_path`` files are), read when the method binds it (``bind_data`` at fit start), a relative
+            ``embeddings`` path then resolved against the DataModule's folder (``train_caps_emb.npy`` inside
+            ``f30k_precomp/``).
+        mapping: ``"shifted"`` or ``"cos"`` (above).
+
+    Produce a file with a local sentence encoder, e.g. for the precomp layout::
+
+        captions = read_precomp_captions("f30k_precomp/train_caps.txt")
+        np.save("f30k_precomp/train_caps_emb.npy", encode_captions(captions, "/models/all-mpnet-base-v2"))
     """
 
-    def __init__(self, embeddings: str, ids: str, mapping: str = "shifted"):
-        map_cosine(torch.zeros(1), mapping)
-        self.mapping = mapping
-        matrix = np.load(embeddings, mmap_mode="r")
-        caption_ids = read_leading_ids(ids)
+    def __init__(self, embeddings: str, ids: str | None = None, mapping: str = "shifted"):
+        if mapping not in MAPPINGS:
+            raise ValueError(f"mapping: expected one of {MAPPINGS}, got {mapping!r}")
+        self.mapping, self.ids_path = mapping, ids
+        self.path = Path(embeddings)
+        self.matrix: np.ndarray | None = None
+        if ids is not None:
+            self._load(self.path, read_leading_ids(ids))
+
+    def bind_data(self, datamodule) -> None:
+        """Without ``ids``: align the rows with ``datamodule.train_caption_ids``, a relative ``embeddings`` path
+        resolved against ``datamodule.folder``."""
+        if self.matrix is not None:
+            return
+        caption_ids = getattr(datamodule, "train_caption_ids", None)
+        folder = getattr(datamodule, "folder", None)
+        if caption_ids is None or (folder is None and not self.path.is_absolute()):
+            raise ValueError(
+                f"CaptionEmbeddingRelevance({self.path}) without ids needs a DataModule with 'train_caption_ids' "
+                f"(and 'folder' for a relative path), such as PrecompDataModule; got {type(datamodule).__name__}"
+            )
+        self._load(self.path if self.path.is_absolute() else Path(folder) / self.path, list(caption_ids))
+
+    def _load(self, path: Path, caption_ids: Sequence[str]) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"caption embedding file {path} does not exist")
+        matrix = np.load(path, mmap_mode="r")
         if matrix.ndim != 2 or matrix.shape[0] != len(caption_ids):
             raise DataFormatError(
-                embeddings,
-                0,
-                f"expected a [{len(caption_ids)}, d] matrix (one row per id of {ids}), got shape {matrix.shape}",
+                path, 0, f"expected a [{len(caption_ids)}, d] matrix (one row per caption id), got shape {matrix.shape}"
             )
-        self.path = embeddings
-        self.matrix = matrix
+        self.path, self.matrix = path, matrix
         self.row = {cap_id: i for i, cap_id in enumerate(caption_ids)}
+        references: dict[str, list[int]] = {}
+        for i, cap_id in enumerate(caption_ids):
+            references.setdefault(cap_id.split("#", 1)[0], []).append(i)
+        self.references = references
 
-    def embed(self, caption_ids: Sequence[str]) -> Tensor:
-        """Unit-norm embeddings of ``caption_ids`` (an unknown id is an error naming it and the file)."""
+    def _vectors(self, rows: np.ndarray) -> Tensor:
+        vectors = torch.from_numpy(np.asarray(self.matrix[rows], dtype=np.float32))
+        return torch.nn.functional.normalize(vectors, dim=-1) if self.mapping == "shifted" else vectors
+
+    def similarity(self, texts: BatchTexts) -> Tensor:
+        """r[i, j] = max_k map(e_ref(k of item of row j), e_i) [B, B] for the batch captions (row i, column j)."""
+        if self.matrix is None:
+            raise ValueError(f"CaptionEmbeddingRelevance({self.path}) is not bound to a DataModule (bind_data)")
+        if texts.caption_ids is None:
+            raise ValueError("CaptionEmbeddingRelevance needs the batch caption ids")
         rows = []
-        for cap_id in caption_ids:
+        for cap_id in texts.caption_ids:
             if cap_id not in self.row:
                 raise DataFormatError(self.path, cap_id, "no caption embedding for this caption id")
             rows.append(self.row[cap_id])
-        vectors = torch.from_numpy(np.asarray(self.matrix[np.asarray(rows)], dtype=np.float32))
-        return torch.nn.functional.normalize(vectors, dim=1)
-
-    def similarity(self, texts: BatchTexts) -> Tensor:
-        if texts.caption_ids is None:
-            raise ValueError("CaptionEmbeddingRelevance needs the batch caption ids")
-        unit = self.embed(texts.caption_ids).to(texts.index.device)
-        return map_cosine(unit @ unit.T, self.mapping)
+        references = [self.references[cap_id.split("#", 1)[0]] for cap_id in texts.caption_ids]
+        width = max(len(r) for r in references)
+        padded = np.array([r + [r[0]] * (width - len(r)) for r in references], dtype=np.int64)
+        captions = self._vectors(np.asarray(rows))
+        item_captions = self._vectors(padded.reshape(-1)).view(len(rows), width, -1)
+        inner = torch.einsum("id,jkd->ijk", captions, item_captions).max(dim=2).values
+        mapped = (1.0 + inner) / 2.0 if self.mapping == "shifted" else inner
+        return mapped.to(texts.index.device)
 
 
 def read_leading_ids(path: str | Path) -> list[str]:

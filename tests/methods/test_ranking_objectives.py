@@ -67,8 +67,9 @@ def test_bcls_kendall_term_uses_the_transposed_relevance_unless_legacy():
     binary = 0.5 * float(TripletObjective(mining="hardest", reduction="mean")(pair_context(scores, mask)))
     kendall = 0.5 * float(kendall_rank_loss(scores, r) + kendall_rank_loss(scores.T, r.T))
     assert objective(pair_context(scores, mask)) == pytest.approx(binary + kendall, rel=1e-6)
+    # the released code's one relevance[image, text] = r^T serves both directions: the t2i side reads r^T too
     legacy = BCLSObjective(relevance=FixedRelevance(relevance), binary_mining="hardest", legacy_untransposed=True)
-    legacy_kendall = 0.5 * float(kendall_rank_loss(scores, r) + kendall_rank_loss(scores.T, r))
+    legacy_kendall = 0.5 * float(kendall_rank_loss(scores, r.T) + kendall_rank_loss(scores.T, r.T))
     assert legacy(pair_context(scores, mask)) == pytest.approx(binary + legacy_kendall, rel=1e-6)
     with pytest.raises(ValueError, match="binary_mining"):
         BCLSObjective(binary_mining="semi")

@@ -3,7 +3,8 @@
 Each is a ``PairObjective`` any retrieval method takes as ``objective:`` (the baseline, RVSE++, the CCR methods).
 The score matrix has texts as rows and visual items as columns; "t2i" is the rows, "i2t" the columns (``scores.T``).
 Graded relevance comes from an in-batch provider (``metrics/relevance.py``) reading the visual index of the rows and
-the rows' caption ids and tokens from the local batch (``ROW_TEXTS``: so these objectives score per-rank batches).
+the rows' caption ids and tokens from the local batch (``ROW_TEXTS``: so these objectives score per-rank batches); a
+file-backed provider is bound to the DataModule at fit start (``bind_data``, called by the VSE methods).
 """
 
 from __future__ import annotations
@@ -46,8 +47,14 @@ def binary_term(
 
 
 class SelHNObjective(PairObjective):
-    """RVSE++ T-SelHN (itr spec §4.2): per anchor, the mean over all negatives when |s_p - max_n s_n| <
-    ``selective_eps`` (detached), else the hardest negative; L = 1/2 (mean_t2i + mean_i2t). m = 0.2, eps = 0.01."""
+    """RVSE++ T-SelHN (itr spec §4.2, AAA-Zheng/RVSEPP ``loss.py:5-60``): per anchor, the mean of the hinge costs
+    [m + s_n - s_p]_+ over all negatives when |s_p - max_n s_n| < ``selective_eps`` (decided on detached scores),
+    else the hardest negative's cost; L = 1/2 (mean_t2i + mean_i2t). m = 0.2, eps = 0.01 (``train.py:25-28``).
+
+    Differences from the official code: none in the formula. The official code takes only the diagonal as positive
+    (a second caption of the same image in the batch is a negative, averaged over B - 1); we do so with the method's
+    ``mask_same_item: false`` (the RVSE++ preset), while ``mask_same_item: true`` excludes such false negatives.
+    """
 
     def __init__(self, margin: float = 0.2, selective_eps: float = 0.01):
         super().__init__()
@@ -59,7 +66,14 @@ class SelHNObjective(PairObjective):
 
 class UnifiedObjective(PairObjective):
     """Unified pair-similarity loss (itr spec §7.2): per anchor tau * log(1 + sum_n exp((s_n - s_p + m) / tau)),
-    L = 1/2 (mean_t2i + mean_i2t); MV-VSE ``UnifiedLoss`` defaults m = 0.2, tau = 0.01."""
+    L = 1/2 (mean_t2i + mean_i2t); the single-view ``UnifiedLoss`` of AAA-Zheng/MV-VSE ``model.py:191-282`` (k = 1,
+    ``--loss unified_max``), m = 0.2, tau = 0.01 (``train.py:44-49``).
+
+    Differences from the official code (each below 1e-10 of the loss): the official code keeps the positive inside
+    the log-sum-exp at -1 (a term exp(-1/tau) = e^-100, ``model.py:60-62``) and computes softplus with torch's
+    threshold 20 (linear above, an error of at most tau e^-20); positives as in ``SelHNObjective`` (diagonal only
+    with ``mask_same_item: false``).
+    """
 
     def __init__(self, margin: float = 0.2, tau: float = 0.01):
         super().__init__()
@@ -87,28 +101,46 @@ class _RelevanceObjective(PairObjective):
         self.relevance = relevance if relevance is not None else TokenOverlapRelevance()
         self.legacy_untransposed = legacy_untransposed
 
+    def bind_data(self, datamodule) -> None:
+        """Let a file-backed relevance provider find its rows in the DataModule (``CaptionEmbeddingRelevance``)."""
+        bind = getattr(self.relevance, "bind_data", None)
+        if bind is not None:
+            bind(datamodule)
+
     def relevance_pair(self, context: PairContext) -> tuple[Tensor, Tensor]:
-        """r for the t2i rows and for the i2t rows: r^T, or r itself under ``legacy_untransposed`` (the released
-        Listwise_ITR / ITM_CLS quirk, itr spec §5.3, §6.1)."""
+        """The relevance read by the t2i rows (texts ranking visuals) and by the i2t rows (visuals ranking texts).
+
+        Correct: r [texts, visuals] and r^T. ``legacy_untransposed`` reproduces the released code, whose one matrix
+        relevance[image, text] = r^T serves both directions, so its text->image side reads r^T (Listwise_ITR
+        ``model.py:161-166,228``, ITM_CLS ``model.py:133-156``).
+        """
         relevance = self.relevance(context.positives, batch_texts(context)).to(context.positives.device)
-        return relevance, relevance if self.legacy_untransposed else relevance.T
+        return (relevance.T if self.legacy_untransposed else relevance), relevance.T
 
 
 class BCLSObjective(_RelevanceObjective):
-    """BCLS (itr spec §5): binary triplet + ``kendall_weight`` * Kendall rank loss on continuous labels.
+    """BCLS (itr spec §5): binary triplet + ``kendall_weight`` * Kendall rank loss on continuous labels, the
+    ``RCLoss`` of AAA-Zheng/ITM_CLS ``model.py:80-163`` (the released code of BCLS).
 
-    L = 1/2 (T(S) + T(S^T)) + w * 1/2 (K(S, r) + K(S^T, r^T)). ``binary_mining="soft"`` is the paper's Triplet-SN
-    [recall] ([m - s_p + tau LSE_n(s_n / tau)]_+, ``soft_tau`` 0.01); the released ITM_CLS uses ``"hardest"``.
-    The Kendall term (``losses.kendall_rank_loss``): label gap 0.3, ``form="hinge"`` (released) or ``"paper"``
-    [recall] with ``surrogate_tau``; SW-HS [recall] via ``window`` and ``hard_mining``. Relevance defaults to
-    in-batch token-overlap cosine (``TokenOverlapRelevance("cos")``); the paper uses caption-embedding labels
-    (``CaptionEmbeddingRelevance(mapping="cos")``).
+    L = 1/2 (T(S) + T(S^T)) + w * 1/2 (K(S, r) + K(S^T, r^T)) with T the hardest-negative triplet (m = 0.2,
+    ``model.py:109-118``) and K = sum [s_j - s_i]_+ over the pairs with r_i - r_j > ``gap`` 0.3, divided by their
+    number (``model.py:136-159``), w = 1 (``model.py:161``). The labels come from ``relevance``: the paper's
+    caption-embedding labels are ``CaptionEmbeddingRelevance(mapping="cos")`` (the BCLS preset); the default
+    ``TokenOverlapRelevance("cos")`` is a file-free stand-in for tests and the tiny runs.
+    ``binary_mining="soft"`` is the paper's Triplet-SN as we recall it ([m - s_p + tau LSE_n(s_n / tau)]_+,
+    ``soft_tau``); ``form="paper"``, ``window`` and ``hard_mining`` are our reading of the paper's smooth Kendall
+    loss and SW-HS sampling (itr spec §5.4, [recall]); the released code uses none of them.
+
+    Differences from the official code: ``legacy_untransposed`` (default off) reproduces the t2i side reading the
+    image-by-text labels untransposed (the BCLS preset sets it); positives are the diagonal only with the method's
+    ``mask_same_item: false`` (the preset); a batch without any pair above the gap gives 0 instead of 0/0 = NaN; the
+    ``--label image`` variant (image-embedding labels, ``model.py:121-123``) is not provided.
     """
 
     def __init__(
         self,
         margin: float = 0.2,
-        binary_mining: str = "soft",
+        binary_mining: str = "hardest",
         soft_tau: float = 0.01,
         selective_eps: float = 0.01,
         kendall_weight: float = 1.0,
@@ -149,13 +181,18 @@ class BCLSObjective(_RelevanceObjective):
 
 
 class ListwiseObjective(_RelevanceObjective):
-    """Listwise ITR (itr spec §6.2): L = (1 - lambda) * Triplet-HN + lambda * 1/2 (L_list(S, r) + L_list(S^T, r^T)),
-    L_list = mean_q (1 - S-NDCG_q) with sigmoid-smoothed ranks (tau = 0.01), no cut-off (``k=None``), gains
-    2^r - 1 and the released code's shared-tie ideal ranks (``ideal_ties="shared"``).
+    """Listwise ITR (itr spec §6.2), the ``TripletSNDCGLoss`` of AAA-Zheng/Listwise_ITR ``model.py:123-257``:
+    L = (1 - lambda) * Triplet-HN + lambda * 1/2 (L_list(S, r) + L_list(S^T, r^T)), L_list = mean_q (1 - S-NDCG_q)
+    with sigmoid-smoothed ranks (tau = 0.01, ``train.py:36``), no cut-off (``k=None``), gains 2^r - 1 and ideal
+    ranks shared by tied relevances (``ideal_ties="shared"``, ``model.py:180-189``). The relevance is the RSC
+    module's (1 + max_k cos) / 2 over the image's reference captions: ``CaptionEmbeddingRelevance(mapping=
+    "shifted")`` (the Listwise preset); the default ``TokenOverlapRelevance("shifted")`` is a file-free stand-in.
 
-    ``sndcg_weight`` (lambda) has no default in the released code (itr spec §6.2); 0.5 here is a [recall] sweep
-    default. Relevance defaults to in-batch token-overlap (1 + cos) / 2; the paper's RSC uses caption embeddings
-    (``CaptionEmbeddingRelevance(mapping="shifted")``).
+    Differences from the official code: ``sndcg_weight`` (lambda) is read but never declared in the released
+    ``train.py`` (itr spec §6.2), so 0.5 is our choice, not the paper's; ``legacy_untransposed`` (default off)
+    reproduces the t2i side reading the image-by-text relevance (and its ideal DCG) untransposed (the preset sets
+    it); the released sigmoid clamps its exponent to +-50 (``model.py:112-120``; ours differs by < e^-50);
+    positives as in ``SelHNObjective``.
     """
 
     def __init__(
