@@ -130,3 +130,26 @@ def marian_de_en(mt_collection, tmp_path_factory) -> Path:
     text = mt_collection / "synthetic" / "TextData"
     corpus = caption_texts(text / "synthtrain_enc.caption.txt") + caption_texts(text / "synthval_de.caption.txt")
     return build_tiny_marian(tmp_path_factory.mktemp("marian_de_en"), corpus, seed=1)
+
+
+@pytest.fixture(scope="session")
+def trained_run(mt_collection, tmp_path_factory) -> dict:
+    """The tiny baseline fitted 6 epochs (then tested) on its own copy of the collection: data root, best
+    checkpoint and test metrics."""
+    import shutil
+    import sys
+
+    from leccr_lightning.cli import lightning_main
+    from tests.helpers import cli_args, experiment
+
+    base = tmp_path_factory.mktemp("trained")
+    root = base / "data"
+    shutil.copytree(mt_collection, root)
+    argv, sys.argv = sys.argv, ["leccr"]
+    try:
+        extra = ["--trainer.max_epochs", "6", "--test_after_fit", "true"]
+        cli = lightning_main(["fit", *cli_args(experiment("baseline"), root, base / "run", *extra)])
+    finally:
+        sys.argv = argv
+    metrics = json.loads((Path(cli.trainer.log_dir) / "test_metrics.json").read_text(encoding="utf-8"))
+    return {"root": root, "checkpoint": Path(cli.trainer.checkpoint_callback.best_model_path), "metrics": metrics}
