@@ -37,7 +37,8 @@ def recall_figure(
 ) -> Figure:
     """Recall@K against K (log scale), one panel per direction. ``curves``: label -> direction -> ranks (a full
     curve); ``points``: label -> metrics with ``<direction>_r<K>`` keys (markers at those K only)."""
-    figure = Figure(figsize=(10, 4), layout="constrained")
+    rows_of_legend = -(-(len(curves) + len(points or {})) // 2)
+    figure = Figure(figsize=(10, 4 + 0.22 * rows_of_legend), layout="constrained")
     axes = figure.subplots(1, 2, sharey=True)
     for ax, (direction, name) in zip(axes, DIRECTIONS.items(), strict=True):
         for label, ranks in curves.items():
@@ -54,7 +55,10 @@ def recall_figure(
         ax.grid(True, which="both", alpha=0.3)
         ax.set_ylim(0, 100)
     axes[0].set_ylabel("recall@K (%)")
-    axes[1].legend(fontsize=7, loc="lower right")
+    handles = {}
+    for ax in axes:
+        handles.update({label: handle for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)})
+    figure.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=2, fontsize=7)
     if title:
         figure.suptitle(title)
     return figure
@@ -80,7 +84,7 @@ def rank_histogram_figure(ranks: Mapping[str, Sequence[int]], gallery_size: int,
 
 def sumr_figure(labels: Sequence[str], values: Sequence[Sequence[float]], key: str = "sumr") -> Figure:
     """Bars of the mean of ``key`` per label with ± one standard deviation, every seed as a dot."""
-    figure = Figure(figsize=(max(4, 1.2 * len(labels) + 2), 4), layout="constrained")
+    figure = Figure(figsize=(max(6, 1.2 * len(labels) + 2), 4.5), layout="constrained")
     ax = figure.subplots()
     positions = np.arange(len(labels))
     means = [float(np.mean(v)) for v in values]
@@ -90,7 +94,7 @@ def sumr_figure(labels: Sequence[str], values: Sequence[Sequence[float]], key: s
         ax.plot(np.full(len(seeds), x), seeds, "k.", markersize=6)
     ax.set_xticks(positions, labels, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(key)
-    ax.set_title(f"{key} per method (mean ± std over seeds)")
+    ax.set_title(f"{key} per setting (mean ± std over seeds)", fontsize=10)
     return figure
 
 

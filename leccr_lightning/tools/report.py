@@ -140,13 +140,23 @@ def find_runs(folders: Sequence[str | Path]) -> list[Run]:
     return runs
 
 
-def _short(key: str, value: str) -> str:
-    """``model.init_args.objective.class_path=".../DCOTObjective"`` -> ``objective=DCOTObjective``."""
+def _short(key: str, value: str | None) -> str:
+    """``model.init_args.objective.class_path=".../DCOTObjective"`` -> ``objective=DCOTObjective`` (``null`` when the
+    key is absent)."""
     parts = key.split(".")
-    value = json.loads(value)
+    value = None if value is None else json.loads(value)
     if parts[-1] == "class_path" and len(parts) > 1:
-        return f"{parts[-2]}={str(value).rsplit('.', 1)[-1]}"
-    return f"{parts[-1]}={value}"
+        return f"{parts[-2]}={'null' if value is None else str(value).rsplit('.', 1)[-1]}"
+    return f"{parts[-1]}={json.dumps(value) if value is None or isinstance(value, bool) else value}"
+
+
+def _distinguishing(mine: dict, twins: list[dict]) -> list[str]:
+    """The config keys whose value differs between ``mine`` and some twin, without the arguments of a class that
+    differs itself."""
+    keys = sorted({k for config in (mine, *twins) for k in config})
+    differing = [k for k in keys if any(twin.get(k) != mine.get(k) for twin in twins)]
+    classes = [k.removesuffix("class_path") for k in differing if k.endswith(".class_path")]
+    return [k for k in differing if not any(k.startswith(c + "init_args.") for c in classes)]
 
 
 def group_settings(runs: list[Run]) -> list[Setting]:
@@ -161,8 +171,8 @@ def group_settings(runs: list[Run]) -> list[Setting]:
         twins = [other for other, other_label in base_labels.items() if other_label == label and other != key]
         if twins:
             mine = dict(key)
-            differing = [k for k in mine if any(dict(twin).get(k) != mine[k] for twin in twins)]
-            label += " [" + (", ".join(_short(k, mine[k]) for k in differing[:3]) or f"#{len(settings)}") + "]"
+            shown = [_short(k, mine.get(k)) for k in _distinguishing(mine, [dict(t) for t in twins])[:3]]
+            label += " [" + (", ".join(shown) or f"#{len(settings)}") + "]"
         settings.append(Setting(label, sorted(group, key=lambda r: (str(r.seed), str(r.folder)))))
     return sorted(settings, key=lambda s: s.label)
 
