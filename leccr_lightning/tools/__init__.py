@@ -38,4 +38,4 @@ def tool_summary(name: str) -> str:
         raise ImportError(f"tool {name!r}: module {TOOL_ENTRY_POINTS[name]} not found")
     docstring = ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))) or ""
     paragraph = " ".join(docstring.split("\n\n")[0].split())
-    return _TOOL_LEAD.sub("", paragraph).split(". ")[0].rstrip(".")
+    return _TOOL_LEAD.sub("", paragraph).split(". ")[0].rstrip(".").replace("``", "")

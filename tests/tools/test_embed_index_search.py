@@ -78,6 +78,15 @@ def test_flat_index_returns_the_methods_scores(embedded, tmp_path):
         assert np.allclose(scores[q], values, atol=1e-5)
 
 
+def test_recall_of_an_approximate_index_is_measured_on_the_splits_text_queries(embedded, tmp_path):
+    args = ["--embeddings", str(embedded / "gallery" / "gallery"), "--out", str(tmp_path), "--kind", "hnsw"]
+    meta = run_tool("index", *args)
+    assert meta["factory"] == "HNSW32" and meta["search_parameters"] == {"efSearch": 128}
+    assert meta["recall_queries"] == f"{meta_queries(embedded)} text queries (queries/query)"
+    assert meta["recall_at_10"] == 1.0  # 20 items, ef_search 128: HNSW visits them all
+    assert json.loads((tmp_path / "index.json").read_text(encoding="utf-8")) == meta
+
+
 def test_approximate_indexes_report_their_recall_against_exact(tmp_path, capsys):
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((20, 16))
@@ -164,3 +173,27 @@ def test_search_errors_name_what_is_wrong(embedded, tmp_path):
         main(["search", "--index", str(tmp_path / "idx")])
     with pytest.raises(FileNotFoundError, match="checkpoint .*nothing.ckpt does not exist"):
         main(["search", "--index", str(tmp_path / "idx"), "--checkpoint", str(tmp_path / "nothing.ckpt"), "a dog"])
+
+
+def test_the_checkpoint_holds_the_trained_tokenizer(trained_run):
+    from leccr_lightning.data.text import tokenizer_from_state, tokenizer_state, train_wordpiece
+    from leccr_lightning.tools.embed import load_datamodule, read_checkpoint
+
+    state = read_checkpoint(trained_run["checkpoint"])["CCRDataModule"]["tokenizer"]
+    restored = tokenizer_from_state(state)
+    datamodule = load_datamodule(trained_run["checkpoint"])
+    captions = read_caption_file(trained_run["root"] / "synthetic" / "TextData" / "synthtest_de.caption.txt")
+    texts = ["ein Hund läuft", *captions.texts[:20]]
+    assert restored(texts)["input_ids"] == datamodule.tokenizer(texts)["input_ids"]
+    assert restored.pad_token_id == datamodule.tokenizer.pad_token_id
+    before = datamodule.split("test")
+    datamodule.load_state_dict({"tokenizer": state})  # the same tokenizer: the tokenised splits are kept
+    assert datamodule.split("test") is before
+    other = train_wordpiece(["entirely different words here"], vocab_size=40)
+    datamodule.load_state_dict({"tokenizer": tokenizer_state(other)})
+    assert len(datamodule.tokenizer) == len(other) and datamodule.split("test") is not before
+
+
+def meta_queries(embedded: Path) -> int:
+    """The number of text queries ``leccr embed`` wrote."""
+    return json.loads((embedded / "embeddings.json").read_text(encoding="utf-8"))["counts"]["queries"]

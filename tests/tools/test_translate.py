@@ -80,6 +80,34 @@ def test_language_codes_of_each_model_family(mt_collection, tmp_path):
         language_setup(nllb, "en", "de", target_code="xxx_Latn")
 
 
+def test_translate_with_a_tiny_m2m100_forces_the_target_language(mt_collection, tmp_path):
+    """M2M100 conventions end to end: ``src_lang`` on the tokenizer and the target code as the forced first token."""
+    import torch
+    from transformers import M2M100Config, M2M100ForConditionalGeneration, M2M100Tokenizer
+
+    source = mt_collection / "synthetic" / "TextData" / "synthval_de.caption.txt"
+    folder = tmp_path / "m2m"
+    write_marian_tokenizer(folder, list(read_caption_file(source).texts))
+    tokenizer = M2M100Tokenizer(vocab_file=str(folder / "vocab.json"), spm_file=str(folder / "source.spm"))
+    tokenizer.save_pretrained(folder)
+    config = M2M100Config(
+        vocab_size=max(tokenizer.id_to_lang_token) + 1, d_model=32, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    M2M100ForConditionalGeneration(config).save_pretrained(folder)
+    out = tmp_path / "out.caption.txt"
+    entries = main_entries(["translate", "--model", str(folder), "--input", str(source), "--output", str(out),
+                            "--max_new_tokens", "6", "--num_beams", "1"])  # fmt: skip
+    setup = entries[0]["language_setup"]
+    assert (setup["convention"], setup["source_code"], setup["target_code"]) == ("m2m100", "de", "en")
+    assert setup["forced_bos_token_id"] == tokenizer.get_lang_id("en")
+    assert len(read_caption_file(out, expected_tag="de2enc")) == len(read_caption_file(source))
+
+
 def test_translate_a_collection_then_fit_on_it(collection, marian_en_de, marian_de_en, run_cli, tmp_path, capsys):
     root, references = collection
     text = root / "synthetic" / "TextData"
