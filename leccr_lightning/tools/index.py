@@ -170,6 +170,13 @@ def index_main(argv: list[str]) -> dict:
     cfg = build_parser().parse_args(argv)
     view = Path(cfg.embeddings)
     ids, embeddings = read_embeddings(view)
+    manifest = embeddings_manifest(view)
+    for role in manifest.get("views", {}).values():
+        for name, spec in role.items():
+            if Path(spec["path"]).parts[-2:] == view.parts[-2:] and len(spec["shape"]) != 2:
+                raise ValueError(
+                    f"view {name} of {view} has shape {spec['shape']}: an index holds one vector per id ([N, D] views)"
+                )
     index, description, parameters = build_index(
         embeddings,
         cfg.kind,
@@ -181,7 +188,6 @@ def index_main(argv: list[str]) -> dict:
         cfg.ef_search,
         cfg.seed,
     )
-    manifest = embeddings_manifest(view)
     role = view.parent.name
     meta = {
         "factory": description,

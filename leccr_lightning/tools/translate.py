@@ -275,15 +275,22 @@ def read_partial(path: Path, settings: dict, expected_ids: set[str]) -> dict[str
     complete = lines[:-1]
     if not complete:
         return {}
-    header = json.loads(complete[0])
+    records = []
+    for line_no, line in enumerate(complete, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise DataFormatError(
+                path, line_no, f"not a JSON record ({err.msg}): delete the file to start again"
+            ) from err
+    header = records[0]
     if header.get("settings") != settings:
         raise ValueError(
             f"{path} was written with other settings ({header.get('settings')}); now {settings}: delete it or pass "
             "--overwrite to start again"
         )
     done = {}
-    for line_no, line in enumerate(complete[1:], start=2):
-        record = json.loads(line)
+    for line_no, record in enumerate(records[1:], start=2):
         if record["id"] not in expected_ids:
             raise DataFormatError(path, line_no, f"caption {record['id']} is not a translation of the input")
         done[record["id"]] = record["text"]

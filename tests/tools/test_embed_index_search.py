@@ -197,3 +197,13 @@ def test_the_checkpoint_holds_the_trained_tokenizer(trained_run):
 def meta_queries(embedded: Path) -> int:
     """The number of text queries ``leccr embed`` wrote."""
     return json.loads((embedded / "embeddings.json").read_text(encoding="utf-8"))["counts"]["queries"]
+
+
+def test_index_refuses_a_view_of_several_vectors_per_item(tmp_path):
+    from leccr_lightning.data.features import write_bigfile
+
+    write_bigfile(tmp_path / "gallery" / "slots", ["a", "b"], np.zeros((2, 8), dtype=np.float32))
+    views = {"gallery": {"slots": {"shape": [2, 2, 4], "path": "gallery/slots"}}}
+    (tmp_path / "embeddings.json").write_text(json.dumps({"views": views}), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"view slots of .*slots has shape \[2, 2, 4\]"):
+        main(["index", "--embeddings", str(tmp_path / "gallery" / "slots"), "--out", str(tmp_path / "idx")])

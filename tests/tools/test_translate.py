@@ -13,7 +13,7 @@ import pytest
 from leccr_lightning.cli import main
 from leccr_lightning.data.errors import DataFormatError
 from leccr_lightning.data.visualsearch import read_caption_file, write_caption_file
-from leccr_lightning.tools.translate import language_setup, output_tag, retagged_id, translation_scores
+from leccr_lightning.tools.translate import language_setup, output_tag, read_partial, retagged_id, translation_scores
 from tests.helpers import experiment
 from tests.tools.conftest import write_marian_tokenizer
 
@@ -227,3 +227,10 @@ def test_bad_inputs_name_the_file_and_caption(tmp_path, marian_en_de):
     with pytest.raises(OSError, match="nowhere.*local seq2seq model folder"):
         main(["translate", "--model", str(tmp_path / "nowhere"), "--input", str(english), "--language", "de",
               "--output", str(tmp_path / "o")])  # fmt: skip
+
+
+def test_a_cut_partial_translation_line_in_the_middle_is_an_error(tmp_path):
+    partial = tmp_path / "x.caption.txt.partial"
+    partial.write_text('{"settings": {}}\n{"id": "a#enc2de#0", "te\n{"id": "b#enc2de#0", "text": "x"}\n')
+    with pytest.raises(DataFormatError, match=r"x.caption.txt.partial.*2.*not a JSON record"):
+        read_partial(partial, {}, {"a#enc2de#0", "b#enc2de#0"})
