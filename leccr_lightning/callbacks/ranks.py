@@ -193,13 +193,12 @@ class RankWriter(RankCollector):
 
 
 class ConfidenceWriter(L.Callback):
-    """At the end of fit, writes ``confidences.json`` (training caption id -> DCOT confidence of the last epoch, from
-    the run's ``ConfidenceLogger``) into the run folder; a run without DCOT confidences writes nothing."""
+    """At the end of fit, writes ``confidences.json`` (training caption id -> DCOT confidence of the last epoch, the
+    ``last_epoch`` of the run's ``ConfidenceLogger``, found by name so this layer imports no method) into the run
+    folder; a run without DCOT confidences writes nothing."""
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from leccr_lightning.methods.dcot import ConfidenceLogger
-
-        loggers = [c for c in trainer.callbacks if isinstance(c, ConfidenceLogger) and c.last_epoch]
+        loggers = [c for c in trainer.callbacks if type(c).__name__ == "ConfidenceLogger" and c.last_epoch]
         folder = run_folder(trainer)
         if not loggers or trainer.global_rank != 0:
             return
