@@ -27,7 +27,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from leccr_lightning.tools import TOOL_ENTRY_POINTS, load_tool
+from leccr_lightning.tools import TOOL_ENTRY_POINTS, load_tool, tool_summary
 
 DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 
@@ -147,10 +147,32 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> LeccrCLI:
     )
 
 
+LIGHTNING_SUBCOMMANDS = {
+    "fit": "train a method from --config files (LightningCLI); --test_after_fit true also tests the best checkpoint",
+    "validate": "evaluate a model or --ckpt_path on the validation split",
+    "test": "evaluate a model or --ckpt_path on the test split and write test_metrics.json",
+    "predict": "write the top-k gallery ids and scores of every test query (predictions.jsonl)",
+}
+
+
+def usage() -> str:
+    """The ``leccr --help`` text: every Lightning subcommand and tool with a one-line description."""
+    width = max(map(len, [*LIGHTNING_SUBCOMMANDS, *TOOL_ENTRY_POINTS]))
+    lines = ["usage: leccr <command> [options]   (leccr <command> --help for its options)", "", "training:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in LIGHTNING_SUBCOMMANDS.items()]
+    lines += ["", "tools:"]
+    lines += [f"  {name:<{width}}  {tool_summary(name)}" for name in TOOL_ENTRY_POINTS]
+    return "\n".join(lines)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``leccr`` console script."""
     argv = list(sys.argv[1:] if args is None else args)
-    if argv and argv[0] in TOOL_ENTRY_POINTS:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        if not argv:
+            raise SystemExit(2)
+    elif argv[0] in TOOL_ENTRY_POINTS:
         load_tool(argv[0])(argv[1:])
     else:
         lightning_main(None if args is None else argv)

@@ -28,7 +28,13 @@ from leccr_lightning.data.extras import Extra, bind_extras
 from leccr_lightning.data.features import DescriptionFeatureStore, FeatureStore, open_feature_store
 from leccr_lightning.data.images import ImageFolderStore
 from leccr_lightning.data.split_module import RetrievalDataModule
-from leccr_lightning.data.text import TokenizedTexts, load_or_train_tokenizer, normalize_caption
+from leccr_lightning.data.text import (
+    TokenizedTexts,
+    load_or_train_tokenizer,
+    normalize_caption,
+    tokenizer_from_state,
+    tokenizer_state,
+)
 from leccr_lightning.data.visualsearch import CaptionFile, read_caption_file, read_id_list
 
 TRAIN_ROLES = ("source", "target", "back", "description")
@@ -159,6 +165,21 @@ class CCRDataModule(RetrievalDataModule):
         self.tokenizer = load_or_train_tokenizer(
             tokenizer, self._tokenizer_corpus(), self.collection_dir / "cache", tokenizer_vocab_size
         )
+
+    def state_dict(self) -> dict:
+        """The tokenizer (``data.text.tokenizer_state``), so a checkpoint encodes text without the collection or its
+        cache (``leccr search``); empty for a tokenizer without a fast backend."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            return {}
+        return {"tokenizer": tokenizer_state(self.tokenizer)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Adopt a checkpoint's tokenizer; splits already tokenised with a different one are built again."""
+        if "tokenizer" not in state_dict:
+            return
+        if self.state_dict().get("tokenizer") != state_dict["tokenizer"]:
+            self.tokenizer = tokenizer_from_state(state_dict["tokenizer"])
+            self._splits.clear()
 
     def _path(self, relative: str) -> Path:
         path = Path(relative)

@@ -117,6 +117,22 @@ def load_or_train_tokenizer(spec: str, corpus: Sequence[str], cache_dir: str | P
     )
 
 
+def tokenizer_state(tokenizer) -> dict:
+    """What rebuilds a fast tokenizer exactly: its ``tokenizers`` JSON and its special tokens (plain strings, so a
+    checkpoint that holds them still loads with ``weights_only=True``)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError(f"only a fast (tokenizers-backed) tokenizer can be serialised, got {type(tokenizer).__name__}")
+    return {"json": tokenizer.backend_tokenizer.to_str(), "special_tokens": dict(tokenizer.special_tokens_map)}
+
+
+def tokenizer_from_state(state: dict):
+    """The tokenizer that ``tokenizer_state`` described (same normaliser, pre-tokeniser, vocabulary and template)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(state["json"]), **state["special_tokens"])
+
+
 class TokenizedTexts:
     """A split's captions tokenised once: a flat int32 id array plus offsets; batches are padded to the longest."""
 
