@@ -22,11 +22,11 @@ import pkgutil
 import sys
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from leccr_lightning.callbacks.test_metrics import TestMetricsWriter
 from leccr_lightning.tools import TOOL_ENTRY_POINTS, load_tool, tool_summary
 
 DDP_STRATEGIES = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
@@ -106,25 +106,15 @@ class LeccrCLI(LightningCLI):
         strategy = config["trainer"].get("strategy")
         if strategy in DDP_STRATEGIES and getattr(self.model, "ddp_find_unused_parameters", False):
             config["trainer"]["strategy"] = f"{strategy}_find_unused_parameters_true"
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(TestMetricsWriter())
+        return trainer
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):
             has_best = bool(getattr(self.trainer.checkpoint_callback, "best_model_path", ""))
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
-            self.after_test()
 
-    def after_test(self) -> None:
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("test/")}
-        log_dir = self.trainer.log_dir  # a collective call: every rank takes part before rank 0 writes
-        if self.trainer.global_rank != 0:
-            return
-        out_dir = Path(log_dir or self.trainer.default_root_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "test_metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-        print(f"test metrics ({out_dir / 'test_metrics.json'}):")
-        for key in sorted(metrics):
-            print(f"  {key:<24} {metrics[key]:.4f}")
 
 
 def lightning_main(args: list[str] | None = None, run: bool = True) -> LeccrCLI:
