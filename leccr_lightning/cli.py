@@ -116,7 +116,6 @@ class LeccrCLI(LightningCLI):
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
 
 
-
 def lightning_main(args: list[str] | None = None, run: bool = True) -> LeccrCLI:
     """Run a Lightning subcommand; returns the CLI object (its trainer, model and datamodule) for callers and tests.
 

@@ -24,9 +24,10 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from leccr_lightning.distributed import all_gather_with_grad, is_distributed
+from leccr_lightning.distributed import all_gather_with_grad, is_distributed, local_positive_offset
 from leccr_lightning.losses import positive_mask_from_ids
 from leccr_lightning.methods.objectives import (
+    FULL_SCORES,
     ROW_TEXTS,
     TEMPERATURE,
     AlignmentStep,
@@ -174,6 +175,9 @@ class RetrievalMethod(MethodBase, ABC):
 
     Args (besides ``MethodBase``'s optimiser, scheduler, no-decay keys and gradient clipping):
         gather_negatives: score against the embeddings of every rank (all_gather with gradients) in training.
+        local_loss: with ``gather_negatives``, each rank scores only its own rows against every rank's columns (and
+            its own columns against every rank's rows), as open_clip's local loss: B x W B scores per direction
+            instead of (W B)^2, the same gradients after DDP averages them.
         mask_same_item: two captions of the same visual item in a batch are positives of each other, never
             negatives (``False``: only the diagonal is positive, as the official NRCCR/VSE++ code does).
         ks: recall cut-offs of the evaluation report.
@@ -197,6 +201,7 @@ class RetrievalMethod(MethodBase, ABC):
         scheduler_interval: str = "epoch",
         no_decay_keys: tuple[str, ...] = NO_DECAY_KEYS,
         gather_negatives: bool = False,
+        local_loss: bool = False,
         mask_same_item: bool = True,
         ks: tuple[int, ...] = (1, 5, 10),
         eval_chunk_size: int | None = None,
@@ -204,7 +209,10 @@ class RetrievalMethod(MethodBase, ABC):
         gradient_clip_norm: float | None = None,
     ):
         super().__init__(optimizer, scheduler, scheduler_interval, no_decay_keys, gradient_clip_norm)
+        if local_loss and not gather_negatives:
+            raise ValueError("local_loss scores this rank's rows against the gathered columns: set gather_negatives")
         self.gather_negatives = gather_negatives
+        self.local_loss = local_loss
         self.mask_same_item = mask_same_item
         self.ks = tuple(ks)
         self.eval_chunk_size = eval_chunk_size
@@ -235,17 +243,22 @@ class RetrievalMethod(MethodBase, ABC):
         """``x`` from every rank concatenated along dim 0 with gradients (identity unless ``gather_negatives``)."""
         return all_gather_with_grad(x) if self.gather_negatives else x
 
-    def positives(self, index: torch.Tensor) -> torch.Tensor:
-        """P_ij = same visual item (or the identity when ``mask_same_item`` is off, as in the official code)."""
+    def positives(self, index: torch.Tensor, rows: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
+        """P_ij = same visual item for the rows ``rows`` (default: ``index`` itself) against ``index``; without
+        ``mask_same_item`` only row i and column ``offset`` + i (the official code's diagonal)."""
+        rows = index if rows is None else rows
         if self.mask_same_item:
-            return positive_mask_from_ids(index, index)
-        return torch.eye(len(index), dtype=torch.bool, device=index.device)
+            return positive_mask_from_ids(rows, index)
+        columns = torch.arange(len(index), device=index.device)
+        return columns[None, :] == (torch.arange(len(rows), device=index.device) + offset)[:, None]
 
     def provided_context(self) -> frozenset[str]:
         """What this method's pair contexts carry besides scores and positives (checked against objectives)."""
         provided = {embedding(role) for role in self.context_roles}
         if not self.gather_negatives:
             provided.add(ROW_TEXTS)
+        if not self.local_loss:
+            provided.add(FULL_SCORES)
         if self.provides_temperature:
             provided.add(TEMPERATURE)
         return frozenset(provided)
@@ -265,14 +278,23 @@ class RetrievalMethod(MethodBase, ABC):
                 f"{sorted(self.context_roles)}"
             )
         index = self.gather(batch["visual_index"])
+        common = {
+            "embeddings": {role: self.gather(x) for role, x in embeddings.items()},
+            "index": index,
+            "positives": self.positives(index),
+            "progress": self.training_progress(),
+            "batch": batch,
+            "temperature": temperature,
+            "gathered": self.gather_negatives and is_distributed(),
+        }
+        if not self.local_loss:
+            return AlignmentStep(**common)
+        offset = local_positive_offset(len(batch["visual_index"]))
         return AlignmentStep(
-            embeddings={role: self.gather(x) for role, x in embeddings.items()},
-            index=index,
-            positives=self.positives(index),
-            progress=self.training_progress(),
-            batch=batch,
-            temperature=temperature,
-            gathered=self.gather_negatives and is_distributed(),
+            **common,
+            local=dict(embeddings),
+            local_positives=self.positives(index, rows=batch["visual_index"], offset=offset),
+            world_size=torch.distributed.get_world_size() if is_distributed() else 1,
         )
 
     def on_fit_start(self) -> None:

@@ -116,3 +116,19 @@ def test_a_method_that_leaves_parameters_unused_gets_the_unused_parameter_search
     assert not lightning_main(args, run=False).trainer.strategy._ddp_kwargs.get("find_unused_parameters", False)
     monkeypatch.setattr(DualEncoderBaseline, "ddp_find_unused_parameters", True)
     assert lightning_main(args, run=False).trainer.strategy._ddp_kwargs["find_unused_parameters"] is True
+
+
+@pytest.mark.parametrize("recipe", ["baseline/vatex_zh", "nrccr/multi30k_de", "leccr/mscoco_ja"])
+def test_ddp_trainer_config_turns_on_cross_rank_negatives_in_the_local_form(recipe) -> None:
+    from tests.helpers import dotted, resolved_config
+
+    method, name = recipe.split("/")
+    config = resolved_config(experiment(method, name), "--config", str(REPO / "configs/trainer/ddp.yaml"))
+    assert dotted(config, "trainer.strategy") == "ddp" and dotted(config, "trainer.devices") == -1
+    assert dotted(config, "model.init_args.gather_negatives") is True
+    assert dotted(config, "model.init_args.local_loss") is True
+    multinode = resolved_config(
+        experiment(method, name),
+        *("--config", str(REPO / "configs/trainer/ddp.yaml"), "--config", str(REPO / "configs/trainer/multinode.yaml")),
+    )
+    assert dotted(multinode, "trainer.num_nodes") == 2

@@ -6,6 +6,7 @@ method layer, while the loss formulas stay pure in ``losses/``.
 """
 
 from leccr_lightning.methods.objectives.base import (
+    FULL_SCORES,
     ROW_TEXTS,
     TEMPERATURE,
     AlignmentStep,
@@ -24,6 +25,7 @@ from leccr_lightning.methods.objectives.ranking import (
 )
 
 __all__ = [
+    "FULL_SCORES",
     "ROW_TEXTS",
     "TEMPERATURE",
     "AlignmentStep",

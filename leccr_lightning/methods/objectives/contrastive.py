@@ -7,8 +7,15 @@ import math
 import torch
 from torch import nn
 
-from leccr_lightning.losses import bidirectional, hinge_triplet, symmetric_info_nce
+from leccr_lightning.losses import hinge_triplet, info_nce
 from leccr_lightning.methods.objectives.base import TEMPERATURE, PairContext, PairObjective
+
+
+def symmetric_info_nce_of(context: PairContext, temperature: torch.Tensor) -> torch.Tensor:
+    """0.5 [info_nce(S/t, P) + info_nce(S^T/t, P^T)] over the context's two directions (``symmetric_info_nce``)."""
+    if temperature.numel() != 1 or not bool(temperature > 0):
+        raise ValueError(f"temperature: expected a positive scalar, got {temperature}")
+    return context.both_directions(lambda scores, positives: info_nce(scores / temperature, positives))
 
 
 class TripletObjective(PairObjective):
@@ -27,10 +34,8 @@ class TripletObjective(PairObjective):
         self.soft_tau, self.reduction = soft_tau, reduction
 
     def forward(self, context: PairContext) -> torch.Tensor:
-        return bidirectional(
+        loss = context.both_directions(
             hinge_triplet,
-            context.scores,
-            context.positives,
             weights=(1.0, 1.0),
             margin=self.margin,
             mining=self.mining,
@@ -38,6 +43,7 @@ class TripletObjective(PairObjective):
             soft_tau=self.soft_tau,
             reduction=self.reduction,
         )
+        return loss * context.sum_scale if self.reduction == "sum" else loss
 
 
 class InfoNCEObjective(PairObjective):
@@ -54,7 +60,7 @@ class InfoNCEObjective(PairObjective):
         return self.log_temperature.clamp(self.min_log, 0.0).exp()
 
     def forward(self, context: PairContext) -> torch.Tensor:
-        return symmetric_info_nce(context.scores, context.positives, self.temperature)
+        return symmetric_info_nce_of(context, self.temperature)
 
 
 class MethodTemperatureInfoNCE(PairObjective):
@@ -64,4 +70,4 @@ class MethodTemperatureInfoNCE(PairObjective):
     reads = frozenset({TEMPERATURE})
 
     def forward(self, context: PairContext) -> torch.Tensor:
-        return symmetric_info_nce(context.scores, context.positives, context.temperature)
+        return symmetric_info_nce_of(context, context.temperature)

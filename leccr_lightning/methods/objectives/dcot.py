@@ -21,7 +21,7 @@ from torch import Tensor
 from leccr_lightning.losses import CurriculumSchedule, bidirectional, hinge_triplet, symmetric_info_nce
 from leccr_lightning.losses.transport import plan_confidences, sinkhorn_plan
 from leccr_lightning.losses.weighted import weighted_bidirectional_triplet, weighted_symmetric_info_nce
-from leccr_lightning.methods.objectives.base import PairContext, PairObjective, embedding
+from leccr_lightning.methods.objectives.base import FULL_SCORES, PairContext, PairObjective, embedding
 
 BASES = ("triplet", "infonce")
 
@@ -47,7 +47,7 @@ class DCOTObjective(PairObjective):
     Each training call on a weighted pair records (caption id, confidence) for ``ConfidenceLogger``.
     """
 
-    reads = frozenset({embedding("visual"), embedding("source"), embedding("target")})
+    reads = frozenset({embedding("visual"), embedding("source"), embedding("target"), FULL_SCORES})
 
     def __init__(
         self,

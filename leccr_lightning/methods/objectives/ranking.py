@@ -12,13 +12,12 @@ from __future__ import annotations
 from torch import Tensor
 
 from leccr_lightning.losses import (
-    bidirectional,
     hinge_triplet,
     kendall_rank_loss,
     smooth_ndcg_loss,
     unified_pair_loss,
 )
-from leccr_lightning.methods.objectives.base import ROW_TEXTS, PairContext, PairObjective
+from leccr_lightning.methods.objectives.base import FULL_SCORES, ROW_TEXTS, PairContext, PairObjective
 from leccr_lightning.metrics.relevance import BatchTexts, InBatchRelevance, TokenOverlapRelevance
 
 BINARY_MINING = ("hardest", "soft", "selective", "all_mean")
@@ -29,14 +28,10 @@ def batch_texts(context: PairContext) -> BatchTexts:
     return BatchTexts(index=context.index, **context.row_texts())
 
 
-def binary_term(
-    scores: Tensor, positive_mask: Tensor, margin: float, mining: str, selective_eps: float, soft_tau: float
-) -> Tensor:
+def binary_term(context: PairContext, margin: float, mining: str, selective_eps: float, soft_tau: float) -> Tensor:
     """1/2 (mean_t2i + mean_i2t) of the hinge triplet with ``mining`` (the released codes' batch reduction)."""
-    return bidirectional(
+    return context.both_directions(
         hinge_triplet,
-        scores,
-        positive_mask,
         weights=(0.5, 0.5),
         margin=margin,
         mining=mining,
@@ -61,7 +56,7 @@ class SelHNObjective(PairObjective):
         self.margin, self.selective_eps = margin, selective_eps
 
     def forward(self, context: PairContext) -> Tensor:
-        return binary_term(context.scores, context.positives, self.margin, "selective", self.selective_eps, 0.01)
+        return binary_term(context, self.margin, "selective", self.selective_eps, 0.01)
 
 
 class UnifiedObjective(PairObjective):
@@ -80,10 +75,8 @@ class UnifiedObjective(PairObjective):
         self.margin, self.tau = margin, tau
 
     def forward(self, context: PairContext) -> Tensor:
-        return bidirectional(
+        return context.both_directions(
             unified_pair_loss,
-            context.scores,
-            context.positives,
             weights=(0.5, 0.5),
             margin=self.margin,
             tau=self.tau,
@@ -94,7 +87,7 @@ class UnifiedObjective(PairObjective):
 class _RelevanceObjective(PairObjective):
     """An objective with a binary term and a term on in-batch graded relevance r[text, visual]."""
 
-    reads = frozenset({ROW_TEXTS})
+    reads = frozenset({ROW_TEXTS, FULL_SCORES})
 
     def __init__(self, relevance: InBatchRelevance | None, legacy_untransposed: bool):
         super().__init__()
@@ -169,9 +162,7 @@ class BCLSObjective(_RelevanceObjective):
 
     def forward(self, context: PairContext) -> Tensor:
         scores = context.scores
-        binary = binary_term(
-            scores, context.positives, self.margin, self.binary_mining, self.selective_eps, self.soft_tau
-        )
+        binary = binary_term(context, self.margin, self.binary_mining, self.selective_eps, self.soft_tau)
         rows, columns = self.relevance_pair(context)
         kendall = 0.5 * (
             kendall_rank_loss(scores, rows, **self.kendall_args)
@@ -214,7 +205,7 @@ class ListwiseObjective(_RelevanceObjective):
 
     def forward(self, context: PairContext) -> Tensor:
         scores = context.scores
-        triplet = binary_term(scores, context.positives, self.margin, "hardest", 0.0, 0.01)
+        triplet = binary_term(context, self.margin, "hardest", 0.0, 0.01)
         rows, columns = self.relevance_pair(context)
         listwise = 0.5 * (
             smooth_ndcg_loss(scores, rows, **self.ndcg_args) + smooth_ndcg_loss(scores.T, columns, **self.ndcg_args)
