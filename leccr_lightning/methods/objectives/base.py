@@ -103,13 +103,18 @@ class AlignmentStep:
     temperature: Tensor | None = None
     gathered: bool = False
 
-    def pair(self, rows: str, columns: str) -> PairContext:
-        """The context of S = E[rows] @ E[columns]^T (e.g. ``pair("target", "visual")``)."""
+    def pair(self, rows: str, columns: str, scores: Tensor | None = None) -> PairContext:
+        """The context of S = E[rows] @ E[columns]^T (e.g. ``pair("target", "visual")``), or of the method's own
+        ``scores`` [N, N] of the pair (token-level methods, e.g. ProTA's aggregated token similarities)."""
         for role in (rows, columns):
             if role not in self.embeddings:
                 raise KeyError(f"no {role!r} embeddings in this step; it has {sorted(self.embeddings)}")
+        if scores is None:
+            scores = self.embeddings[rows] @ self.embeddings[columns].T
+        elif tuple(scores.shape) != tuple(self.positives.shape):
+            raise ValueError(f"pair scores of shape {tuple(scores.shape)}: expected {tuple(self.positives.shape)}")
         return PairContext(
-            scores=self.embeddings[rows] @ self.embeddings[columns].T,
+            scores=scores,
             positives=self.positives,
             rows=rows,
             columns=columns,
