@@ -3,8 +3,9 @@
 
 Each item (a video, or an image as a one-frame video) gets a number of frames in ``frames``; in each frame every
 concept of the item is visible with probability ``FRAME_VISIBILITY`` (at least one is). A visible concept occupies one
-region of the frame (its prototype at a weight in [0.7, 1.3] plus Gaussian noise of std ``feature_noise``); the other
-regions are clutter (noise only) or absent (probability ``region_absent``, masked). A frame token is the weighted sum
+region of the frame (its prototype at a weight in [0.7, 1.3] plus Gaussian noise of std ``REGION_NOISE_SCALE *
+feature_noise``: a detector's box is dominated by its object); the other regions are clutter (noise of std
+``feature_noise`` only) or absent (probability ``region_absent``, masked). A frame token is the weighted sum
 of the visible prototypes plus noise (what a CLIP frame embedding of the frame would carry); a frame picture renders
 the visible concepts as ``render_picture`` does. Everything draws from one generator seeded by ``[seed, 2]``, so the
 collection's other files do not change when these are written.
@@ -24,6 +25,7 @@ REGIONS_DIR = "FeatureData/regions"
 FRAME_TOKENS_DIR = "FeatureData/clip_frame_tokens"
 FRAMES_DIR = "frames"
 FRAME_VISIBILITY = 0.8
+REGION_NOISE_SCALE = 0.5
 
 
 def write_video_extras(
@@ -48,6 +50,7 @@ def write_video_extras(
                 present = rng.random((count, config.regions_per_frame)) >= config.region_absent
                 for f, (seen, weight) in enumerate(zip(visible, weights, strict=True)):
                     slots = rng.permutation(config.regions_per_frame)[: len(seen)]
+                    shard[f, slots] *= REGION_NOISE_SCALE
                     shard[f, slots] += weight[:, None] * prototypes[seen]
                     present[f, slots] = True
                 shard[~present] = 0.0
