@@ -14,10 +14,10 @@ import pytest
 import torch
 import yaml
 
+from benchmarks.prota_scoring_memory import token_views
 from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
 from leccr_lightning.data.video.paragraphs import write_paragraph_captions
 from leccr_lightning.methods.prota import ProTAScorer, probabilistic_token_scores
-from benchmarks.prota_scoring_memory import token_views
 from tests.helpers import CONFIGS, EXPERIMENTS, REPO, assert_consistent_report, experiment, written_test_metrics
 
 VIDEO_EXTRAS = {"video": True, "regions": True, "frame_tokens": True}
