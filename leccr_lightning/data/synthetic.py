@@ -11,7 +11,9 @@ English ones; back-translations and ``xx2enc`` translations are noisy. Each item
 mentions all its concepts. With ``write_images`` every image item is also rendered as a small picture
 ``images/<visual_id>.png`` (one coloured shape per concept, colour and shape fixed per concept, in a random cell of a
 grid, plus pixel noise), for end-to-end training of an image backbone. Everything is deterministic for a seed (the
-pictures draw from their own generator, so the other files do not change with ``write_images``).
+pictures draw from their own generator, so the other files do not change with ``write_images``). ``regions``,
+``frame_tokens`` and ``frame_images`` add the video extras of ``data/video/synthetic.py`` (region shards, cached frame
+tokens, frame pictures; images count as one-frame videos), from a generator of their own as well.
 """
 
 from __future__ import annotations
@@ -116,6 +118,11 @@ class SynthConfig:
     write_images: bool = False
     image_size: int = 32
     image_noise: float = 0.05
+    regions: bool = False
+    regions_per_frame: int = 6
+    region_absent: float = 0.3
+    frame_tokens: bool = False
+    frame_images: bool = False
     seed: int = 0
 
 
@@ -244,6 +251,10 @@ class SyntheticWriter:
         self._write_descriptions(folder / "descriptions", splits)
         if config.write_images:
             self._write_images(folder / "images", splits)
+        if config.regions or config.frame_tokens or config.frame_images:
+            from leccr_lightning.data.video.synthetic import write_video_extras
+
+            write_video_extras(folder, splits, self.prototypes, config)
         manifest = {
             "config": asdict(config),
             "collection": layout.collection,

@@ -7,6 +7,7 @@ name through ``build_visual_encoder`` (``visual_encoder: mlp`` in a config), so 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -182,12 +183,21 @@ def _timm(
     return TimmTokens(visual_dim, hidden, timm_model, timm_checkpoint, timm_kwargs)
 
 
+def _visern(visual_dim: int, hidden: int | None, **options) -> nn.Module:
+    from leccr_lightning.modules.visern import ViSERNVideoEncoder
+
+    own = set(inspect.signature(ViSERNVideoEncoder).parameters) - {"in_dim", "width"}
+    width = {"width": hidden} if hidden else {}
+    return ViSERNVideoEncoder(visual_dim, **width, **{name: value for name, value in options.items() if name in own})
+
+
 VISUAL_ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "mlp": _mlp,
     "frames": _frames,
     "tokens": _tokens,
     "token_attention": _token_attention,
     "timm": _timm,
+    "visern": _visern,
 }
 
 
@@ -210,7 +220,9 @@ def build_visual_encoder(
     ``mlp`` (hidden, dropout): a cached global feature through NRCCR's LinearLayer; ``frames`` (hidden, heads,
     max_frames, dropout): NRCCR's frame transformer; ``tokens`` (hidden: the projection width, None = identity):
     visual tokens as they are; ``token_attention`` (hidden, heads, feedforward, dropout): tokens through one
-    self-attention layer; ``timm`` (timm_model, timm_checkpoint, timm_kwargs, hidden): a timm backbone's tokens.
+    self-attention layer; ``timm`` (timm_model, timm_checkpoint, timm_kwargs, hidden): a timm backbone's tokens;
+    ``visern`` (hidden: the region width, and ``ViSERNVideoEncoder``'s arguments in ``options``, e.g.
+    ``regions_per_frame``): ViSERN's region reasoning + multi-level frame encoder over region features.
     """
     if kind not in VISUAL_ENCODERS:
         raise ValueError(f"unknown visual_encoder {kind!r}; expected one of {sorted(VISUAL_ENCODERS)}")

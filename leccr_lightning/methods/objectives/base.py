@@ -138,8 +138,9 @@ class AlignmentStep:
     local_positives: Tensor | None = None
     world_size: int = 1
 
-    def pair(self, rows: str, columns: str) -> PairContext:
-        """The context of S = E[rows] @ E[columns]^T (e.g. ``pair("target", "visual")``)."""
+    def pair(self, rows: str, columns: str, scores: Tensor | None = None) -> PairContext:
+        """The context of S = E[rows] @ E[columns]^T (e.g. ``pair("target", "visual")``), or of the method's own
+        ``scores`` [N, N] of the pair (token-level methods, e.g. ProTA's aggregated token similarities)."""
         for role in (rows, columns):
             if role not in self.embeddings:
                 raise KeyError(f"no {role!r} embeddings in this step; it has {sorted(self.embeddings)}")
@@ -153,6 +154,12 @@ class AlignmentStep:
             "temperature": self.temperature,
             "gathered": self.gathered,
         }
+        if scores is not None:
+            if self.local is not None:
+                raise ValueError("a method's own pair scores are a whole [N, N] matrix: use local_loss false")
+            if tuple(scores.shape) != tuple(self.positives.shape):
+                raise ValueError(f"pair scores of shape {tuple(scores.shape)}: expected {tuple(self.positives.shape)}")
+            return PairContext(scores=scores, positives=self.positives, **common)
         if self.local is None:
             return PairContext(
                 scores=self.embeddings[rows] @ self.embeddings[columns].T, positives=self.positives, **common

@@ -1,0 +1,1 @@
+"""Video-specific per-item data: region features (ViSERN), cached frame tokens and raw frames (ProTA), paragraphs."""
