@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SYNTH_DIR ?= data/synthetic
 EXPERIMENT ?= configs/experiments/baseline/tiny.yaml
 export OMP_NUM_THREADS ?= 1
 export WANDB_MODE ?= offline
@@ -22,8 +21,8 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 train: install
-	@test -f $(SYNTH_DIR)/synthetic/MANIFEST.json || $(BIN)/leccr synth --out $(SYNTH_DIR)
-	$(BIN)/leccr fit --config $(EXPERIMENT) --data.init_args.root=$(SYNTH_DIR) --test_after_fit=true
+	$(BIN)/leccr synth --config $(EXPERIMENT)
+	$(BIN)/leccr fit --config $(EXPERIMENT) --test_after_fit=true
 
 test: install
 	$(BIN)/python -m pytest -q --durations=15 tests

@@ -13,9 +13,9 @@ import torch
 import yaml
 
 import leccr_lightning.methods.objectives as objectives_package
-from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
 from leccr_lightning.methods.base import RetrievalMethod
 from leccr_lightning.methods.objectives import PairObjective
+from leccr_lightning.tools.synth import collection_for_experiment, write_for_experiment
 from tests.helpers import EXPERIMENTS, instantiate
 
 
@@ -55,20 +55,18 @@ def test_discovery_finds_the_known_families() -> None:
 
 
 @pytest.fixture(scope="module")
-def collection(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("objectives")
-    write_synthetic_collection(root, SynthConfig(n_train=24, n_val=6, n_test=6, seed=3))
-    return root
-
-
-@pytest.fixture(scope="module")
-def built(collection):
-    """config -> (model, one training batch), built once per config."""
-    cache = {}
+def built(tmp_path_factory):
+    """config -> (model, one training batch) on a small collection of the kind the config reads, built once."""
+    cache, roots = {}, {}
 
     def build(config: Path):
         if config not in cache:
-            model, data = instantiate(config, collection, "--data.init_args.batch_size", "8")
+            task, _, implied = collection_for_experiment(config)
+            key = (task, tuple(sorted((k, str(v)) for k, v in implied.items())))
+            if key not in roots:
+                roots[key] = tmp_path_factory.mktemp("objectives")
+                write_for_experiment(config, roots[key], n_train=24, n_val=6, n_test=6, seed=3)
+            model, data = instantiate(config, roots[key], "--data.init_args.batch_size", "8")
             data.setup("fit")
             cache[config] = (model, next(iter(data.train_dataloader())))
         return cache[config]

@@ -11,6 +11,7 @@ import pytest
 from leccr_lightning.cli import LIGHTNING_SUBCOMMANDS, main
 from leccr_lightning.data.visualsearch import read_caption_file
 from leccr_lightning.tools import TOOL_ENTRY_POINTS, tool_summary
+from tests.helpers import REPO
 
 
 def test_help_lists_subcommands_and_tools_with_one_line_each(capsys):
@@ -54,3 +55,39 @@ def test_synth_takes_several_languages_and_pairs(tmp_path):
     assert (folder / "FeatureData" / "synthetic_feat" / "video2frames.txt").is_file()
     with pytest.raises(SystemExit):
         main(["synth", "--out", str(tmp_path / "x"), "--languages", "de", "xx"])
+
+
+TINY_CONFIGS = sorted((REPO / "configs/experiments").glob("*/tiny*.yaml"))
+
+
+@pytest.mark.parametrize("config", TINY_CONFIGS, ids=lambda p: f"{p.parent.name}-{p.stem}")
+def test_synth_knows_what_every_tiny_experiment_reads(config) -> None:
+    from leccr_lightning.tools.synth import collection_for_experiment
+
+    task, root, implied = collection_for_experiment(config)
+    assert task in ("retrieval", "grounding") and str(root).startswith("data/")
+    assert task == "grounding" or implied["layout"] == "synthetic"
+
+
+def test_synth_config_writes_once_and_refuses_a_different_collection(tmp_path, capsys) -> None:
+    from leccr_lightning.cli import main
+
+    main(
+        [
+            "synth",
+            "--config",
+            str(REPO / "configs/experiments/baseline/tiny.yaml"),
+            "--out",
+            str(tmp_path),
+            "--n_train",
+            "12",
+        ]
+    )
+    manifest = tmp_path / "synthetic" / "MANIFEST.json"
+    written = manifest.stat().st_mtime_ns
+    main(["synth", "--config", str(REPO / "configs/experiments/baseline/tiny.yaml"), "--out", str(tmp_path)])
+    assert manifest.stat().st_mtime_ns == written  # already there: left alone
+    with pytest.raises(ValueError, match="write_images"):
+        main(["synth", "--config", str(REPO / "configs/experiments/leccr/tiny_images.yaml"), "--out", str(tmp_path)])
+    main(["synth", "--config", str(REPO / "configs/experiments/moment_detr/tiny.yaml"), "--out", str(tmp_path / "g")])
+    assert (tmp_path / "g" / "annotations").is_dir()
