@@ -81,21 +81,6 @@ class TokenProjection(nn.Module):
         return EncodedVisual(tokens, mask.bool(), masked_mean(tokens, mask))
 
 
-class TokenSelfAttention(nn.Module):
-    """``TokenProjection`` then one self-attention layer with a key-padding mask (LECCR's video path: d_model = the
-    feature dim, 8 heads, an MLP of width ``feedforward``)."""
-
-    def __init__(self, in_dim: int, width: int | None, num_heads: int, feedforward: int, dropout: float):
-        super().__init__()
-        self.project = TokenProjection(in_dim, width)
-        self.out_dim = self.project.out_dim
-        self.layer = nn.TransformerEncoderLayer(self.out_dim, num_heads, feedforward, dropout, batch_first=True)
-
-    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> EncodedVisual:
-        tokens = self.layer(self.project(visual, mask).tokens, src_key_padding_mask=~mask.bool())
-        return EncodedVisual(tokens, mask.bool(), masked_mean(tokens, mask))
-
-
 class TimmImageEncoder(nn.Module):
     """A timm backbone on raw images [B, 3, H, W] (end-to-end fine-tuning); weights only from a local file.
 
@@ -170,10 +155,10 @@ def _tokens(visual_dim: int, hidden: int | None, **_) -> nn.Module:
     return TokenProjection(visual_dim, hidden)
 
 
-def _token_attention(
-    visual_dim: int, hidden: int | None, heads: int, feedforward: int, dropout: float, **_
-) -> nn.Module:
-    return TokenSelfAttention(visual_dim, hidden, heads, feedforward, dropout)
+def _self_attention(visual_dim: int, hidden: int | None, heads: int, dropout: float, **_) -> nn.Module:
+    from leccr_lightning.modules.slots import FrameSelfAttention  # LECCR's layer; slots imports this module
+
+    return FrameSelfAttention(visual_dim, hidden, heads, dropout=dropout)
 
 
 def _timm(
@@ -186,7 +171,7 @@ VISUAL_ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "mlp": _mlp,
     "frames": _frames,
     "tokens": _tokens,
-    "token_attention": _token_attention,
+    "self_attention": _self_attention,
     "timm": _timm,
 }
 
@@ -197,7 +182,6 @@ def build_visual_encoder(
     hidden: int | None = None,
     heads: int = 8,
     max_frames: int = 80,
-    feedforward: int = 2048,
     dropout: float = 0.1,
     timm_model: str = "resnet18",
     timm_checkpoint: str | None = None,
@@ -207,8 +191,9 @@ def build_visual_encoder(
 
     ``mlp`` (hidden, dropout): a cached global feature through NRCCR's LinearLayer; ``frames`` (hidden, heads,
     max_frames, dropout): NRCCR's frame transformer; ``tokens`` (hidden: the projection width, None = identity):
-    visual tokens as they are; ``token_attention`` (hidden, heads, feedforward, dropout): tokens through one
-    self-attention layer; ``timm`` (timm_model, timm_checkpoint, timm_kwargs, hidden): a timm backbone's tokens.
+    visual tokens as they are; ``self_attention`` (hidden, heads, dropout): LECCR's frame self-attention layer
+    (``modules.slots.FrameSelfAttention``); ``timm`` (timm_model, timm_checkpoint, timm_kwargs, hidden): a timm
+    backbone's tokens.
     """
     if kind not in VISUAL_ENCODERS:
         raise ValueError(f"unknown visual_encoder {kind!r}; expected one of {sorted(VISUAL_ENCODERS)}")
@@ -219,7 +204,6 @@ def build_visual_encoder(
         hidden=hidden,
         heads=heads,
         max_frames=max_frames,
-        feedforward=feedforward,
         dropout=dropout,
         timm_model=timm_model,
         timm_checkpoint=timm_checkpoint,

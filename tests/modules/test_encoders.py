@@ -73,7 +73,7 @@ def test_every_visual_encoder_kind_builds_and_ignores_padding(kind):
     torch.manual_seed(3)
     in_dim = 3 if kind == "timm" else 6
     encoder = build_visual_encoder(
-        kind, in_dim, hidden=8, heads=2, feedforward=16, dropout=0.0, timm_model="test_resnet"
+        kind, in_dim, hidden=8, heads=2, dropout=0.0, timm_model="test_resnet"
     )
     encoder.eval()
     if kind == "timm":
