@@ -240,15 +240,26 @@ class LECCR(RetrievalMethod):
         bounds = self.hparams.temperature_bounds
         return self.temperature if bounds is None else self.temperature.clamp(*bounds)
 
+    def encode_tokens(self, tokens: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states [B, L, H], pooled [B, H]) of the text encoder; a batch longer than its position table is an error
+        (the official training never truncates, image_Retrieval_caption.py:47,58: texts must fit the model)."""
+        length, positions = tokens["input_ids"].shape[1], self.text.backbone.config.max_position_embeddings
+        if length > positions:
+            raise ValueError(
+                f"a text batch has {length} tokens, more than the {positions} positions of the text model; set "
+                "data.init_args.max_length (e.g. {train: <= positions, eval: 200})"
+            )
+        return self.text(tokens["input_ids"], tokens["attention_mask"])
+
     def embed_text(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """t = norm(W_t pool(text states)) [B, embed_dim]."""
-        _, pooled = self.text(tokens["input_ids"], tokens["attention_mask"])
+        _, pooled = self.encode_tokens(tokens)
         return F.normalize(self.text_head(pooled), dim=-1)
 
     def description_slots(self, tokens: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """S0 = CA_q(Q, W_z Z) [B, N, d] from the description tokens (Z under no_grad unless description_grad)."""
         with torch.set_grad_enabled(self.hparams.description_grad and torch.is_grad_enabled()):
-            states, _ = self.text(tokens["input_ids"], tokens["attention_mask"])
+            states, _ = self.encode_tokens(tokens)
         return self.slots(self.description_proj(states), tokens["attention_mask"].bool())
 
     def feature_slots(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

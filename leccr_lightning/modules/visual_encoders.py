@@ -155,10 +155,12 @@ def _tokens(visual_dim: int, hidden: int | None, **_) -> nn.Module:
     return TokenProjection(visual_dim, hidden)
 
 
-def _self_attention(visual_dim: int, hidden: int | None, heads: int, dropout: float, **_) -> nn.Module:
+def _self_attention(
+    visual_dim: int, hidden: int | None, heads: int, dropout: float, num_layers: int = 1, **_
+) -> nn.Module:
     from leccr_lightning.modules.slots import FrameSelfAttention  # LECCR's layer; slots imports this module
 
-    return FrameSelfAttention(visual_dim, hidden, heads, dropout=dropout)
+    return FrameSelfAttention(visual_dim, hidden, heads, num_layers, dropout)
 
 
 def _timm(
