@@ -112,7 +112,8 @@ class LECCR(RetrievalMethod):
        (:109). Default: transposed; True reproduces the official sum (the paper recipes set it).
     2. ``parity_slot_vision_norm``: the official L_cv normalises the projected slots [B, N, d] and tokens
        [B, T, d] with ``F.normalize``'s default dim=1, i.e. each feature over the N slots / T tokens of an item
-       (:123-124), not each vector. Default: per vector; True reproduces it (the paper recipes set it).
+       (:123-124), not each vector. Default: per vector; True reproduces it (the paper recipes set it). On one
+       cached global feature per image (T = 1, item 6) it reduces each token to the signs of its features.
     3. ``parity_slot_vision_padding``: the official video L_cv normalises and averages over every frame position,
        the padded ones included (their encoder outputs are not zero; video_model_retrieval_caption.py:149-160), so
        it depends on the batch's longest video. Default: padded frames left out; True reproduces it (the video
@@ -123,9 +124,9 @@ class LECCR(RetrievalMethod):
        the weights after the gather (tau) keep theirs. Default: the full-batch gradient (``all_gather_with_grad``);
        True scales the gradient through every gather by 1/W (the paper recipes set it; no effect on one device).
     5. Multi-GPU layout (run_multi30k.sh:6, image_Retrieval_caption.py:331-332): 2 GPUs x 64, contrastive, L_dstl
-       and image L_cv gathered over 128, L_c and L_reg per GPU over 64. The paper recipes do the same
-       (``trainer.devices`` 2, ``data.batch_size`` 64, ``gather_negatives``); on one device with batch 128, L_c and
-       L_reg see 128 items.
+       and image L_cv gathered over 128, L_c, L_reg and video L_cv per GPU over 64. The paper recipes do the same
+       (``trainer.devices`` 2, ``data.batch_size`` 64, ``gather_negatives``, ``slot_vision_gather`` false for
+       videos); on one device with batch 128, L_c and L_reg see 128 items.
     6. ``visual_encoder``: the official image encoder is OpenAI CLIP ViT-B/32 fine-tuned end to end at 384 px
        (position embeddings bicubic-interpolated from 7x7 to 12x12, clip/model.py:408-419,456-481), its 145 tokens
        after ln_post @ proj (512-d, clip/model.py:340-346), trained on RandomResizedCrop(384, 0.5-1, bicubic) +
@@ -151,6 +152,11 @@ class LECCR(RetrievalMethod):
         arbitrary order; ``RetrievalMetric`` counts strictly higher scores.
     13. Random streams (no flag): seeds 42 + rank (image_Retrieval_caption.py:334), the sampler's permutations and
         the dropout draws differ.
+    14. Data layout (``data.init_args.descriptions``, ``id_lists``): descriptions are ``<visual_id>.txt``, where the
+        official MSCOCO loader names them after the image file of ``image_ids.txt`` (retrieval_dataset.py:71-72);
+        an evaluation gallery is the split's id list when the data preset names one, where upstream it is the
+        items of the query caption file (retrieval_dataset.py:208-221); they agree when every listed item has a
+        query caption.
 
     Matched through the data and trainer settings of the recipes (``configs/fragments/leccr.yaml``): the text policy
     (``data.init_args.normalization: leccr`` = ``pre_caption``, dataset/utils.py:31-55, not applied to the
