@@ -72,9 +72,7 @@ def test_frame_transformer_ignores_padded_frames():
 def test_every_visual_encoder_kind_builds_and_ignores_padding(kind):
     torch.manual_seed(3)
     in_dim = 3 if kind == "timm" else 6
-    encoder = build_visual_encoder(
-        kind, in_dim, hidden=8, heads=2, dropout=0.0, timm_model="test_resnet"
-    )
+    encoder = build_visual_encoder(kind, in_dim, hidden=8, heads=2, dropout=0.0, timm_model="test_resnet")
     encoder.eval()
     if kind == "timm":
         visual, mask = torch.rand(2, 3, 32, 32), torch.ones(2, 1, dtype=torch.bool)
