@@ -2,7 +2,8 @@
 
 Spec: ccr_methods §1.5. ``nrccr``: the English source is cleaned (keep ``[A-Za-z0-9]`` words, lower-case, end with a
 period, capitalise the first letter), other roles stay raw. ``leccr``: every caption goes through ``pre_caption``
-(lower-case, ASCII punctuation and ``-``/``/`` to spaces, collapse spaces, keep the first 30 words).
+(lower-case, ASCII punctuation and ``-``/``/`` to spaces, collapse spaces, keep the first 30 words); MLLM
+descriptions stay raw.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 
 POLICIES = ("none", "nrccr", "leccr")
 _LECCR_PUNCT = re.compile(r"[,.'!?\"()*#:;~\-/]")
+_LECCR_SPACES = re.compile(r"\s{2,}")
 _NRCCR_WORD = re.compile(r"[A-Za-z0-9]+")
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -36,9 +38,26 @@ def normalize_caption(text: str, policy: str = "none", role: str = "source", max
             cleaned += "."
         return cleaned[:1].upper() + cleaned[1:]
     if policy == "leccr":
-        words = _LECCR_PUNCT.sub(" ", text.lower()).split()
-        return " ".join(words[:max_words])
+        return text if role == "description" else leccr_pre_caption(text, max_words)
     raise ValueError(f"unknown text normalisation policy {policy!r}; expected one of {POLICIES}")
+
+
+def leccr_pre_caption(text: str, max_words: int = 30) -> str:
+    """LECCR's ``pre_caption`` (LiJiaBei-7/leccr:LECCR/dataset/utils.py:31-55): lower-case; ``,.'!?"()*#:;~``, ``-``
+    and ``/`` become spaces; ``<person>`` becomes ``person``; runs of two or more whitespace characters become one
+    space; trailing newlines and surrounding spaces go; the first ``max_words`` space-separated words are kept.
+
+    The official code applies it to every caption (retrieval_dataset.py:133,222) but not to the MLLM descriptions
+    (:77). A caption left empty is an error (ValueError), as upstream.
+    """
+    caption = _LECCR_PUNCT.sub(" ", text.lower()).replace("<person>", "person")
+    caption = _LECCR_SPACES.sub(" ", caption).rstrip("\n").strip(" ")
+    words = caption.split(" ")
+    if len(words) > max_words:
+        caption = " ".join(words[:max_words])
+    if not caption:
+        raise ValueError(f"the LECCR text policy leaves no text of the caption {text!r}")
+    return caption
 
 
 def train_wordpiece(corpus: Iterable[str], vocab_size: int = 2000, lowercase: bool = True):
@@ -133,12 +152,31 @@ def tokenizer_from_state(state: dict):
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(state["json"]), **state["special_tokens"])
 
 
+class TextTooLongError(ValueError):
+    """A text with more tokens than its tokenizer's ``model_max_length`` (``row``: its position in the split)."""
+
+    def __init__(self, row: int, length: int, limit: int) -> None:
+        super().__init__(f"{length} tokens, more than the tokenizer's model_max_length {limit}; set a max_length")
+        self.row = row
+
+
 class TokenizedTexts:
     """A split's captions tokenised once: a flat int32 id array plus offsets; batches are padded to the longest."""
 
-    def __init__(self, tokenizer, texts: Sequence[str], max_length: int = 64):
-        encoded = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+    def __init__(self, tokenizer, texts: Sequence[str], max_length: int | None = 64):
+        """``max_length`` tokens per text at most ([CLS] and [SEP] included); ``None`` keeps every token, and a text
+        longer than the tokenizer's ``model_max_length`` (512 for mBERT) is then a ``TextTooLongError``."""
+        from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
+
+        truncate = max_length is not None
+        encoded = tokenizer(list(texts), truncation=truncate, max_length=max_length, add_special_tokens=True)
+        encoded = encoded["input_ids"]
         lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
+        limit = getattr(tokenizer, "model_max_length", None)
+        if not truncate and limit is not None and limit < VERY_LARGE_INTEGER and len(lengths):
+            row = int(lengths.argmax())
+            if lengths[row] > limit:
+                raise TextTooLongError(row, int(lengths[row]), int(limit))
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.ids = np.fromiter((t for ids in encoded for t in ids), dtype=np.int32, count=int(self.offsets[-1]))
         self.pad_id = int(tokenizer.pad_token_id)

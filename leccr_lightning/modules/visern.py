@@ -57,6 +57,7 @@ class ViSERNVideoEncoder(nn.Module):
         self.frames = MultiLevelVideoEncoder(width, gru_hidden, tuple(kernel_sizes), filters)
         self.regions_per_frame = regions_per_frame
         self.out_dim = self.frames.out_dim
+        self.token_dim = width
 
     def _as_frames(self, regions: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if regions.ndim == 4 and mask.ndim == 3:

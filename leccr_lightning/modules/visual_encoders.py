@@ -1,7 +1,8 @@
 """Visual encoders: cached global features, frame or token sequences, and timm backbones on raw images.
 
 Every encoder maps a batch ``visual`` [B, T, D] (pixels [B, 3, H, W] for ``timm``) with ``mask`` [B, T] to an
-``EncodedVisual``: the output tokens [B, T', d], their mask [B, T'] and a pooled vector [B, d]. Methods choose one by
+``EncodedVisual``: the output tokens [B, T', d_tokens], their mask [B, T'] and a pooled vector [B, out_dim] (an
+encoder's ``out_dim`` is the pooled width; ``token_dim``, where it differs, the width of its tokens). Methods choose one by
 name through ``build_visual_encoder`` (``visual_encoder: mlp`` in a config), so a new encoder is one registry entry.
 """
 
@@ -18,7 +19,7 @@ from leccr_lightning.modules.pooling import masked_mean
 
 
 class EncodedVisual(NamedTuple):
-    """Output tokens [B, T, d], their validity mask [B, T] (bool) and a pooled vector [B, d]."""
+    """Output tokens [B, T, d_tokens], their validity mask [B, T] (bool) and a pooled vector [B, out_dim]."""
 
     tokens: torch.Tensor
     mask: torch.Tensor
@@ -79,21 +80,6 @@ class TokenProjection(nn.Module):
 
     def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> EncodedVisual:
         tokens = self.project(visual)
-        return EncodedVisual(tokens, mask.bool(), masked_mean(tokens, mask))
-
-
-class TokenSelfAttention(nn.Module):
-    """``TokenProjection`` then one self-attention layer with a key-padding mask (LECCR's video path: d_model = the
-    feature dim, 8 heads, an MLP of width ``feedforward``)."""
-
-    def __init__(self, in_dim: int, width: int | None, num_heads: int, feedforward: int, dropout: float):
-        super().__init__()
-        self.project = TokenProjection(in_dim, width)
-        self.out_dim = self.project.out_dim
-        self.layer = nn.TransformerEncoderLayer(self.out_dim, num_heads, feedforward, dropout, batch_first=True)
-
-    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> EncodedVisual:
-        tokens = self.layer(self.project(visual, mask).tokens, src_key_padding_mask=~mask.bool())
         return EncodedVisual(tokens, mask.bool(), masked_mean(tokens, mask))
 
 
@@ -171,10 +157,12 @@ def _tokens(visual_dim: int, hidden: int | None, **_) -> nn.Module:
     return TokenProjection(visual_dim, hidden)
 
 
-def _token_attention(
-    visual_dim: int, hidden: int | None, heads: int, feedforward: int, dropout: float, **_
+def _self_attention(
+    visual_dim: int, hidden: int | None, heads: int, dropout: float, num_layers: int = 1, **_
 ) -> nn.Module:
-    return TokenSelfAttention(visual_dim, hidden, heads, feedforward, dropout)
+    from leccr_lightning.modules.slots import FrameSelfAttention  # LECCR's layer; slots imports this module
+
+    return FrameSelfAttention(visual_dim, hidden, heads, num_layers, dropout)
 
 
 def _timm(
@@ -195,7 +183,7 @@ VISUAL_ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "mlp": _mlp,
     "frames": _frames,
     "tokens": _tokens,
-    "token_attention": _token_attention,
+    "self_attention": _self_attention,
     "timm": _timm,
     "visern": _visern,
 }
@@ -207,7 +195,6 @@ def build_visual_encoder(
     hidden: int | None = None,
     heads: int = 8,
     max_frames: int = 80,
-    feedforward: int = 2048,
     dropout: float = 0.1,
     timm_model: str = "resnet18",
     timm_checkpoint: str | None = None,
@@ -219,10 +206,10 @@ def build_visual_encoder(
 
     ``mlp`` (hidden, dropout): a cached global feature through NRCCR's LinearLayer; ``frames`` (hidden, heads,
     max_frames, dropout): NRCCR's frame transformer; ``tokens`` (hidden: the projection width, None = identity):
-    visual tokens as they are; ``token_attention`` (hidden, heads, feedforward, dropout): tokens through one
-    self-attention layer; ``timm`` (timm_model, timm_checkpoint, timm_kwargs, hidden): a timm backbone's tokens;
-    ``visern`` (hidden: the region width, and ``ViSERNVideoEncoder``'s arguments in ``options``, e.g.
-    ``regions_per_frame``): ViSERN's region reasoning + multi-level frame encoder over region features.
+    visual tokens as they are; ``self_attention`` (hidden, heads, dropout): LECCR's frame self-attention layer
+    (``modules.slots.FrameSelfAttention``); ``timm`` (timm_model, timm_checkpoint, timm_kwargs, hidden): a timm
+    backbone's tokens; ``visern`` (hidden: the region width, and ``ViSERNVideoEncoder``'s arguments in ``options``,
+    e.g. ``regions_per_frame``): ViSERN's region reasoning + multi-level frame encoder over region features.
     """
     if kind not in VISUAL_ENCODERS:
         raise ValueError(f"unknown visual_encoder {kind!r}; expected one of {sorted(VISUAL_ENCODERS)}")
@@ -233,7 +220,6 @@ def build_visual_encoder(
         hidden=hidden,
         heads=heads,
         max_frames=max_frames,
-        feedforward=feedforward,
         dropout=dropout,
         timm_model=timm_model,
         timm_checkpoint=timm_checkpoint,

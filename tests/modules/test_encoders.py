@@ -72,8 +72,9 @@ def test_frame_transformer_ignores_padded_frames():
 def test_every_visual_encoder_kind_builds_and_ignores_padding(kind):
     torch.manual_seed(3)
     in_dim = 3 if kind == "timm" else 6
+    options = {"visern": {"regions_per_frame": 5}}.get(kind)  # one frame of five regions
     encoder = build_visual_encoder(
-        kind, in_dim, hidden=8, heads=2, feedforward=16, dropout=0.0, timm_model="test_resnet"
+        kind, in_dim, hidden=8, heads=2, dropout=0.0, timm_model="test_resnet", options=options
     )
     encoder.eval()
     if kind == "timm":
@@ -81,7 +82,8 @@ def test_every_visual_encoder_kind_builds_and_ignores_padding(kind):
     else:
         visual, mask = torch.randn(2, 5, in_dim), torch.tensor([[True] * 5, [True, True, False, False, False]])
     out = encoder(visual, mask)
-    assert out.tokens.shape[0] == 2 and out.tokens.shape[-1] == encoder.out_dim == out.pooled.shape[-1]
+    assert out.tokens.shape[0] == 2 and out.pooled.shape == (2, encoder.out_dim)
+    assert out.tokens.shape[-1] == getattr(encoder, "token_dim", encoder.out_dim)
     assert out.mask.dtype == torch.bool and out.mask.shape == out.tokens.shape[:2]
     if kind != "timm":
         garbage = visual.clone()
