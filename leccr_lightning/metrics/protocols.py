@@ -1,13 +1,11 @@
 """Image-text evaluation protocols over the shared ranking core: NDCG@k both ways, MSCOCO 1K (5 folds) and 5K.
 
-Rows are captions (queries of t2v), columns images (queries of v2t), as in ``retrieval_report``. Rules
-(itr spec §9.1, §9.3): ranks are 1-based with the optimistic tie policy of the ranking core (a negative
-tied with
-the positive does not push it down; the official RVSE++/VSE code uses argsort, i.e. index order); NDCG
-ranks by a
-stable sort (ties by lower gallery index) and averages all queries (``teran_v2t=True`` drops v2t queries whose
-NDCG is exactly 0, as TERAN's i2t mean does). COCO 1K: fold f holds images f*1000 ... (f+1)*1000 - 1 and their
-captions; every metric is averaged over the five folds. COCO 5K: the full ``testall``.
+Rows are captions (queries of t2v), columns images (queries of v2t), as in ``retrieval_report``. Rules (itr spec
+§9.1, §9.3): ranks are 1-based with the optimistic tie policy of the ranking core (a negative tied with the positive
+does not push it down; the official RVSE++/VSE code uses argsort, i.e. index order); NDCG ranks by a stable sort
+(ties by lower gallery index) and averages all queries (``teran_v2t=True`` drops v2t queries whose NDCG is exactly 0,
+as TERAN's i2t mean does). COCO 1K: fold f holds images f*1000 ... (f+1)*1000 - 1 and their captions; every metric
+is averaged over the five folds. COCO 5K: the full ``testall``.
 """
 
 from __future__ import annotations
@@ -120,8 +118,7 @@ def full_report(
     ndcg_k: int = 25,
     teran_v2t: bool = False,
 ) -> dict[str, float]:
-    """``retrieval_report`` plus, when ``relevance`` is given, the NDCG@``ndcg_k`` keys of
-    :func:`ndcg_report`."""
+    """``retrieval_report`` plus, when ``relevance`` is given, the NDCG@``ndcg_k`` keys of :func:`ndcg_report`."""
     report = retrieval_report(scores, query_to_gallery, ks)
     if relevance is not None:
         report.update(ndcg_report(scores, relevance, ndcg_k, teran_v2t))
@@ -174,8 +171,7 @@ def coco_report(
     n_folds: int = 5,
     teran_v2t: bool = False,
 ) -> dict[str, float]:
-    """MSCOCO ``testall`` protocols: ``coco1k/<key>`` (mean over ``n_folds`` folds) and ``coco5k/<key>``
-    (full)."""
+    """MSCOCO ``testall`` protocols: ``coco1k/<key>`` (mean over ``n_folds`` folds) and ``coco5k/<key>`` (full)."""
     folds = fold_reports(scores, query_to_gallery, n_folds, relevance, ks, ndcg_k, teran_v2t)
     report = {f"coco1k/{key}": value for key, value in average_reports(folds).items()}
     full = full_report(scores, query_to_gallery, relevance, ks, ndcg_k, teran_v2t)
