@@ -17,7 +17,6 @@ from torch import Tensor
 
 from leccr_lightning.metrics.ranking import (
     AUTO_CHUNK_ROWS,
-    MAX_FULL_SCORE_ELEMENTS,
     _as_float32,
     _stable_top_k,
     ndcg_at_k,
@@ -25,6 +24,9 @@ from leccr_lightning.metrics.ranking import (
     validate_chunk_size,
 )
 from leccr_lightning.metrics.scoring import Views, slice_views
+
+MAX_FULL_SCORE_ELEMENTS = 2**27
+"""Q*G up to which NDCG with ``chunk_size=None`` scores one full [Q, G] block (512 MiB of fp32)."""
 
 
 def ndcg_report(scores: Tensor, relevance: Tensor, k: int = 25, teran_v2t: bool = False) -> dict[str, float]:
