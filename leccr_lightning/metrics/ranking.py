@@ -287,6 +287,7 @@ class _Evaluation:
         self.row_counts = torch.zeros(positives.numel(), dtype=torch.float64, device=positives.device)
         self.row_sums = torch.zeros(positives.numel(), dtype=torch.float64, device=positives.device)
         self.columns = _ColumnCounter(positives, layout.column.to(positives.device), layout.items.numel())
+        self.items = layout.items.to(positives.device)
 
     def count_rows(self, block: Tensor, start: int) -> None:
         """t2v: add #{columns of ``block`` scored above each row's positive} for rows ``start`` ... of ``block``."""
@@ -308,12 +309,10 @@ class _Evaluation:
         """t2v only, for a tile of full-gallery columns ``first_column`` ...: the captioned columns inside it are
         counted from their own blocks, so their hits here are taken back out."""
         self.count_rows(block, start)
-        items = self.layout.items
-        lo, hi = (
-            int(i) for i in torch.searchsorted(items, torch.tensor([first_column, first_column + block.shape[1]]))
-        )
+        bounds = torch.tensor([first_column, first_column + block.shape[1]])
+        lo, hi = (int(i) for i in torch.searchsorted(self.layout.items, bounds))
         if hi > lo:
-            captioned = block.index_select(1, (items[lo:hi] - first_column).to(block.device))
+            captioned = block.index_select(1, self.items[lo:hi] - first_column)
             rows = slice(start, start + block.shape[0])
             self.row_counts[rows] -= (captioned > self.positives[rows, None]).sum(1)
 
