@@ -32,8 +32,9 @@ from leccr_lightning.metrics.scoring import DotScorer, Views, slice_views
 
 AUTO_CHUNK_ROWS = 1024
 """Query rows per chunk when ``chunk_size`` is None (perf_anchors "near the floor" 4: 1,024-query GEMM chunks)."""
-PIECE_ELEMENTS = 2**24
-"""Scores per scorer call (64 MiB of fp32) past which a block is cut into column tiles."""
+PIECE_ELEMENTS = 2**22
+"""Scores per scorer call (16 MiB of fp32) past which a block is cut into column tiles: small enough for the
+allocator to reuse the memory of the previous piece instead of mapping fresh pages."""
 MIN_PIECE = 256
 """Fewest columns of a piece where the gallery allows: BLAS libraries switch to small-matrix kernels below
 ~128 columns, whose rounding differs from a full GEMM's (MKL: N <= 128 at K = 1024); wider pieces score exactly as
@@ -285,13 +286,13 @@ class _Evaluation:
         self.positives = positives
         self.workspace = workspace
         self.row_counts = torch.zeros(positives.numel(), dtype=torch.float64, device=positives.device)
-        self.row_sums = torch.zeros(positives.numel(), dtype=torch.float64, device=positives.device)
+        self.row_sums = torch.zeros(positives.numel(), device=positives.device)
         self.columns = _ColumnCounter(positives, layout.column.to(positives.device), layout.items.numel())
         self.items = layout.items.to(positives.device)
 
     def count_rows(self, block: Tensor, start: int) -> None:
         """t2v: add #{columns of ``block`` scored above each row's positive} for rows ``start`` ... of ``block``."""
-        self.row_sums[start : start + block.shape[0]] += block.sum(1, dtype=torch.float64)
+        self.row_sums[start : start + block.shape[0]] += block.sum(1)
         thresholds = self.positives[start : start + block.shape[0], None]
         step = self.workspace.rows_per_step(block.shape[1])
         for offset in range(0, block.shape[0], step):
@@ -316,11 +317,18 @@ class _Evaluation:
             rows = slice(start, start + block.shape[0])
             self.row_counts[rows] -= (captioned > self.positives[rows, None]).sum(1)
 
+    def check_finite(self, captioned: PieceScores, uncaptioned: PieceScores | None) -> None:
+        """Raise naming the first query row with a NaN/inf score. A row whose fp32 sum of scores is not finite is
+        scored again on its own, since huge finite scores can overflow the sum without being wrong themselves."""
+        for row in (~torch.isfinite(self.row_sums)).nonzero().squeeze(1).tolist():
+            scores = [captioned(row, row + 1, 0, self.layout.items.numel())]
+            if uncaptioned is not None:
+                scores.append(uncaptioned(row, row + 1, 0, self.layout.num_gallery))
+            if not all(bool(torch.isfinite(block).all()) for block in scores):
+                raise ValueError(f"non-finite score in query row {self.layout.original_row(row)}")
+
     def report(self, ks: tuple[int, ...]) -> dict[str, float]:
-        """The report's keys from the counts (after the finiteness check)."""
-        bad = (~torch.isfinite(self.row_sums)).nonzero()
-        if bad.numel():
-            raise ValueError(f"non-finite score in query row {self.layout.original_row(int(bad[0]))}")
+        """The report's keys from the counts."""
         t2v_ranks = 1 + self.row_counts.long()
         report = _direction_summary("t2v", t2v_ranks, 1.0 / t2v_ranks.double(), ks)
         report.update(_direction_summary("v2t", self.columns.best_ranks(), self.columns.average_precision(), ks))
@@ -357,6 +365,7 @@ def _evaluate(
         if uncaptioned is not None:
             for c0, c1 in _tiles(0, layout.num_gallery, width):
                 evaluation.count_uncaptioned(uncaptioned(r0, r1, c0, c1), r0, c0)
+    evaluation.check_finite(captioned, uncaptioned)
     return evaluation.report(ks)
 
 
