@@ -32,8 +32,14 @@ lint: install
 	$(BIN)/ruff check leccr_lightning tests benchmarks experiments
 	$(BIN)/ruff format --check leccr_lightning tests benchmarks experiments
 
+# Every benchmark with its defaults (--device cuda when a GPU is visible); each prints its ratios with their goals.
+# About 5 minutes on the 2-core development machine, most of it the million-item gallery.
 bench: install
 	$(BIN)/python benchmarks/eval_speed.py
+	$(BIN)/python benchmarks/rouge_speed.py
+	$(BIN)/python benchmarks/large_gallery.py
+	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/loss_kernels.py
 	$(BIN)/python benchmarks/loader_speed.py
 
 clean:

@@ -87,9 +87,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def alternate(calls: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, list[float]]:
-    """Seconds of each call, timed in turn ``repeats`` times after one untimed warm-up call each."""
-    for call in calls.values():
+def alternate(
+    calls: dict[str, Callable[[], object]], repeats: int, device: torch.device, warm_up: bool = True
+) -> dict[str, list[float]]:
+    """Seconds of each call, timed in turn ``repeats`` times (after one untimed warm-up call each if ``warm_up``)."""
+    for call in calls.values() if warm_up else ():
         call()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
