@@ -39,7 +39,7 @@ MIN_PIECE = 256
 """Fewest columns of a piece where the gallery allows: BLAS libraries switch to small-matrix kernels below
 ~128 columns, whose rounding differs from a full GEMM's (MKL: N <= 128 at K = 1024); wider pieces score exactly as
 one [Q, G] product does there."""
-COUNT_BLOCK_BYTES = 2**22
+COUNT_BLOCK_BYTES = 2**20
 """Bytes of comparison results per counting step on CPU (the hot rows stay in the cores' L2)."""
 ACCELERATOR_COUNT_BLOCK_BYTES = 2**28
 """The same on GPUs, where few large kernels beat cache-sized ones."""
