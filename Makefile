@@ -33,7 +33,7 @@ lint: install
 	$(BIN)/ruff format --check leccr_lightning tests benchmarks experiments
 
 # Every benchmark with its defaults (--device cuda when a GPU is visible); each prints its ratios with their goals.
-# About 5 minutes on the 2-core development machine, most of it the million-item gallery.
+# Estimated 5-8 minutes on the 2-core machine when it is quiet, most of it the million-item gallery (3 x ~40 s).
 bench: install
 	$(BIN)/python benchmarks/eval_speed.py
 	$(BIN)/python benchmarks/rouge_speed.py
