@@ -31,8 +31,14 @@ lint: install
 	$(BIN)/ruff check leccr_lightning tests benchmarks experiments
 	$(BIN)/ruff format --check leccr_lightning tests benchmarks experiments
 
+# Every benchmark with its defaults (--device cuda when a GPU is visible); each prints its ratios with their goals.
+# Estimated 5-8 minutes on the 2-core machine when it is quiet, most of it the million-item gallery (3 x ~40 s).
 bench: install
 	$(BIN)/python benchmarks/eval_speed.py
+	$(BIN)/python benchmarks/rouge_speed.py
+	$(BIN)/python benchmarks/large_gallery.py
+	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/loss_kernels.py
 	$(BIN)/python benchmarks/loader_speed.py
 
 clean:

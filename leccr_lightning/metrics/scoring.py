@@ -28,12 +28,13 @@ def _view(views: Views, name: str, role: str) -> Tensor:
 
 
 def minmax_normalize(scores: Tensor, lo: float | Tensor, hi: float | Tensor) -> Tensor:
-    """(S - lo) / (hi - lo) in the dtype of ``scores``; all zeros when hi == lo (NRCCR ``norm_score``)."""
+    """(S - lo) / (hi - lo) in the dtype of ``scores``; all zeros when hi == lo (NRCCR ``norm_score``).
+
+    Decided on the device (no host synchronisation), so fused scoring on a GPU runs without stalls.
+    """
     lo = torch.as_tensor(lo, dtype=scores.dtype, device=scores.device)
-    hi = torch.as_tensor(hi, dtype=scores.dtype, device=scores.device)
-    if bool(hi == lo):
-        return torch.zeros_like(scores)
-    return (scores - lo) / (hi - lo)
+    span = torch.as_tensor(hi, dtype=scores.dtype, device=scores.device) - lo
+    return torch.where(span > 0, (scores - lo) / span, torch.zeros((), dtype=scores.dtype, device=scores.device))
 
 
 class DotScorer:

@@ -2,8 +2,9 @@
 
 Every encoder maps a batch ``visual`` [B, T, D] (pixels [B, 3, H, W] for ``timm``) with ``mask`` [B, T] to an
 ``EncodedVisual``: the output tokens [B, T', d_tokens], their mask [B, T'] and a pooled vector [B, out_dim] (an
-encoder's ``out_dim`` is the pooled width; ``token_dim``, where it differs, the width of its tokens). Methods choose one by
-name through ``build_visual_encoder`` (``visual_encoder: mlp`` in a config), so a new encoder is one registry entry.
+encoder's ``out_dim`` is the pooled width; ``token_dim``, where it differs, the width of its tokens). Methods choose
+one by name through ``build_visual_encoder`` (``visual_encoder: mlp`` in a config), so a new encoder is one registry
+entry.
 """
 
 from __future__ import annotations
