@@ -104,3 +104,30 @@ class FusedScorer:
                 term = minmax_normalize(term, *self.ranges[index])
             fused = weight * term if fused is None else fused + weight * term
         return fused
+
+
+def soft_jaccard(rows: Tensor, columns: Tensor) -> Tensor:
+    """Soft Jaccard similarity [R, C] of non-negative vectors: J(a, b) = sum_k min(a_k, b_k) / sum_k max(a_k, b_k)
+    (RIVRL's concept space, LiJiaBei-7/rivrl:loss.py:65-73; no epsilon, so a pair of all-zero vectors is undefined).
+
+    With min = (a + b - |a - b|) / 2 and max = (a + b + |a - b|) / 2 it is (|a| + |b| - L1) / (|a| + |b| + L1), L1
+    the L1 distance (``torch.cdist``, p = 1), so no [R, C, K] tensor is materialised.
+    """
+    if rows.dim() != 2 or columns.dim() != 2 or rows.shape[1] != columns.shape[1]:
+        raise ValueError(
+            f"soft_jaccard needs [R, K] and [C, K] inputs, got {list(rows.shape)} and {list(columns.shape)}"
+        )
+    distance = torch.cdist(rows.unsqueeze(0), columns.unsqueeze(0), p=1).squeeze(0)
+    total = rows.sum(1, keepdim=True) + columns.sum(1)[None, :]
+    return (total - distance) / (total + distance)
+
+
+class JaccardScorer:
+    """score = soft_jaccard(queries[query_view], gallery[gallery_view]) (RIVRL concept-space scores)."""
+
+    def __init__(self, query_view: str, gallery_view: str) -> None:
+        self.query_view = query_view
+        self.gallery_view = gallery_view
+
+    def __call__(self, queries: Views, gallery: Views) -> Tensor:
+        return soft_jaccard(_view(queries, self.query_view, "query"), _view(gallery, self.gallery_view, "gallery"))

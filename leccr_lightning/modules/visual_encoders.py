@@ -182,12 +182,30 @@ def _timm(
     return TimmTokens(visual_dim, hidden, timm_model, timm_checkpoint, timm_kwargs)
 
 
+def _rivrl(
+    visual_dim: int,
+    hidden: int | None,
+    heads: int,
+    max_frames: int,
+    feedforward: int,
+    dropout: float,
+    timm_model: str,
+    timm_checkpoint: str | None,
+    timm_kwargs: dict | None,
+    **options,
+) -> nn.Module:
+    from leccr_lightning.modules.rivrl import PreviewIntensiveEncoder
+
+    return PreviewIntensiveEncoder(visual_dim, **options)
+
+
 VISUAL_ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "mlp": _mlp,
     "frames": _frames,
     "tokens": _tokens,
     "token_attention": _token_attention,
     "timm": _timm,
+    "rivrl": _rivrl,
 }
 
 
@@ -210,7 +228,9 @@ def build_visual_encoder(
     ``mlp`` (hidden, dropout): a cached global feature through NRCCR's LinearLayer; ``frames`` (hidden, heads,
     max_frames, dropout): NRCCR's frame transformer; ``tokens`` (hidden: the projection width, None = identity):
     visual tokens as they are; ``token_attention`` (hidden, heads, feedforward, dropout): tokens through one
-    self-attention layer; ``timm`` (timm_model, timm_checkpoint, timm_kwargs, hidden): a timm backbone's tokens.
+    self-attention layer; ``timm`` (timm_model, timm_checkpoint, timm_kwargs, hidden): a timm backbone's tokens;
+    ``rivrl`` (its own sizes in ``options``: preview_size, intensive_dim, clip_kernel_sizes...): RIVRL's previewing and
+    intensive-reading branches, pooled to [p; r] (``modules/rivrl.py``).
     """
     if kind not in VISUAL_ENCODERS:
         raise ValueError(f"unknown visual_encoder {kind!r}; expected one of {sorted(VISUAL_ENCODERS)}")

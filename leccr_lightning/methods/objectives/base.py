@@ -10,7 +10,7 @@ scores and positives that it needs; a method that cannot provide one of them ref
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -103,13 +103,17 @@ class AlignmentStep:
     temperature: Tensor | None = None
     gathered: bool = False
 
-    def pair(self, rows: str, columns: str) -> PairContext:
-        """The context of S = E[rows] @ E[columns]^T (e.g. ``pair("target", "visual")``)."""
+    def pair(
+        self, rows: str, columns: str, similarity: Callable[[Tensor, Tensor], Tensor] | None = None
+    ) -> PairContext:
+        """The context of S = E[rows] @ E[columns]^T (e.g. ``pair("target", "visual")``), or of
+        S = similarity(E[rows], E[columns]) for another measure (RIVRL's soft Jaccard of concept vectors)."""
         for role in (rows, columns):
             if role not in self.embeddings:
                 raise KeyError(f"no {role!r} embeddings in this step; it has {sorted(self.embeddings)}")
+        first, second = self.embeddings[rows], self.embeddings[columns]
         return PairContext(
-            scores=self.embeddings[rows] @ self.embeddings[columns].T,
+            scores=first @ second.T if similarity is None else similarity(first, second),
             positives=self.positives,
             rows=rows,
             columns=columns,

@@ -1,0 +1,3 @@
+"""Monolingual video-text collections in the Dual Encoding / RIVRL "VisualSearch" layout (itr_video_methods §1.4):
+caption files, the BoW/RNN vocabularies, word2vec initialisation, concept tags, BERT sentence features, the
+DataModule and a synthetic writer under the real file names."""
