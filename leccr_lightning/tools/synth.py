@@ -1,7 +1,9 @@
 """``leccr synth``: write a synthetic collection (retrieval, in the VisualSearch layout; or grounding).
 
 Retrieval options are the fields of ``SynthConfig`` (``--languages de fr``, ``--layout multi30k``, ``--video true``,
-``--mt_noise 0.4``, ``--n_train``...); ``--layout`` picks the file names (``synthetic`` or a real collection's).
+``--mt_noise 0.4``, ``--n_train``...); ``--layout`` picks the file names (``synthetic`` or a real collection's; the
+English video collections of RIVRL / Dual Encoding: ``synthvideo``, ``msrvtt10k``, ``msrvtt10kyu``, ``msrvtt10kmiech``,
+``vatex_en``, ``tgif_li``, ``tgif_chen``, with concept tags, word2vec and caption features).
 """
 
 from __future__ import annotations
