@@ -106,20 +106,22 @@ class FusedScorer:
         return fused
 
 
-def soft_jaccard(rows: Tensor, columns: Tensor) -> Tensor:
+def soft_jaccard(rows: Tensor, columns: Tensor, block_elements: int = 2**24) -> Tensor:
     """Soft Jaccard similarity [R, C] of non-negative vectors: J(a, b) = sum_k min(a_k, b_k) / sum_k max(a_k, b_k)
     (RIVRL's concept space, LiJiaBei-7/rivrl:loss.py:65-73; no epsilon, so a pair of all-zero vectors is undefined).
 
-    With min = (a + b - |a - b|) / 2 and max = (a + b + |a - b|) / 2 it is (|a| + |b| - L1) / (|a| + |b| + L1), L1
-    the L1 distance (``torch.cdist``, p = 1), so no [R, C, K] tensor is materialised.
+    Rows are taken in blocks so that no temporary holds more than ``block_elements`` entries of [rows, C, K].
     """
     if rows.dim() != 2 or columns.dim() != 2 or rows.shape[1] != columns.shape[1]:
         raise ValueError(
             f"soft_jaccard needs [R, K] and [C, K] inputs, got {list(rows.shape)} and {list(columns.shape)}"
         )
-    distance = torch.cdist(rows.unsqueeze(0), columns.unsqueeze(0), p=1).squeeze(0)
-    total = rows.sum(1, keepdim=True) + columns.sum(1)[None, :]
-    return (total - distance) / (total + distance)
+    step = max(1, block_elements // max(1, columns.numel()))
+    blocks = []
+    for start in range(0, rows.shape[0], step):
+        block = rows[start : start + step, None, :]
+        blocks.append(torch.minimum(block, columns[None]).sum(-1) / torch.maximum(block, columns[None]).sum(-1))
+    return torch.cat(blocks) if blocks else rows.new_zeros((0, columns.shape[0]))
 
 
 class JaccardScorer:
