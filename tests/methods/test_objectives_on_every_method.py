@@ -51,13 +51,15 @@ def test_discovery_finds_the_known_families() -> None:
     names = {cls.__name__ for cls in OBJECTIVES}
     assert {"InfoNCEObjective", "TripletObjective", "SelHNObjective", "DCOTObjective", "ListwiseObjective"} <= names
     methods = {path.parent.name for path in CONFIGS}
-    assert {"baseline", "nrccr", "cl2cm", "dcot", "leccr", "rvsepp"} <= methods
+    assert {"baseline", "nrccr", "cl2cm", "dcot", "leccr", "rvsepp", "rivrl"} <= methods
 
 
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("objectives")
     write_synthetic_collection(root, SynthConfig(n_train=24, n_val=6, n_test=6, seed=3))
+    # the English video collection of rivrl/tiny.yaml (its concept width is this collection's tag vocabulary)
+    write_synthetic_collection(root, SynthConfig(layout="synthvideo", captions_per_item=(3, 5)))
     return root
 
 
