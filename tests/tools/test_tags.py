@@ -88,3 +88,14 @@ def test_leccr_tags_refuses_an_unknown_part_of_speech_filter(tmp_path):
     collection(tmp_path)
     with pytest.raises(SystemExit):
         main(["tags", "--root", str(tmp_path), "--collection", "coll", "--pos_filter", "spacy"])
+
+
+def test_leccr_synth_writes_a_video_collection_whose_tags_leccr_tags_reproduces(tmp_path):
+    main(["synth", "--out", str(tmp_path), "--layout", "tgif_li", "--n_train", "20", "--n_val", "5", "--n_test", "5"])
+    folder = tmp_path / "tgif_li"
+    tag_dir = folder / "TextData/tags"
+    written = {p.relative_to(tag_dir): p.read_bytes() for p in sorted(tag_dir.rglob("*")) if p.is_file()}
+    assert (folder / "FeatureData/resnext-101_resnet152-13k/video2frames.txt").is_file()
+    assert (tmp_path / "bert_extract/tgif_li_cap_feat.hdf5").is_file()
+    main(["tags", "--root", str(tmp_path), "--collection", "tgif_li", "--overwrite", "true"])
+    assert {p.relative_to(tag_dir): p.read_bytes() for p in sorted(tag_dir.rglob("*")) if p.is_file()} == written
