@@ -75,6 +75,10 @@ class RIVRL(RetrievalMethod):
           global one.
         - evaluation scores are float32 on the model's device (upstream: float64 NumPy; ranks may differ on ties).
         - with ``gather_negatives`` the triplets and BCEs run over the gathered batch (upstream is single-GPU).
+        - a training video without a tag line is an error (upstream: KeyError); ``ConceptTags(allow_missing=True)``
+          gives it zeros. A constant score matrix min-max normalises to zeros (upstream divides by zero).
+        - caption ids lose a ``.jpg``/``.mp4`` suffix on both sides of the ground truth (upstream's ``get_gt`` keeps
+          it on the caption side only, util/metrics.py:106-120).
     """
 
     required_roles = ("source",)

@@ -12,7 +12,9 @@ with NLTK's perceptron tagger and lemmatises with WordNet, whose data NLTK downl
 ``lemminflect``'s lexicon, which ships its data (``pos_filter="lexicon"``): a word is kept if the lexicon lists it as
 a noun, verb or adjective (its verb reading for ``-ing``/``-ed`` forms, else noun, verb, adjective in that order), an
 out-of-lexicon word counts as a noun (the perceptron tagger's default for unknown words) and a number is dropped
-(tagged ``CD``). ``pos_filter="none"`` keeps every word (upstream without ``--use_lemma``).
+(tagged ``CD``). ``pos_filter="none"`` keeps every word (upstream without ``--use_lemma``). Words are the
+whitespace tokens of the cleaned caption (upstream's ``word_tokenize`` also splits contractions such as ``cannot``),
+and a video's words start at its first caption (upstream registers a video at its caption ``#0``).
 
 Target (util/tag_data_provider.py:156-222): the counts of a video divided by the largest count listed for it
 *before* keeping the vocabulary's tags, so a target may have no entry equal to 1; a video without tags gets zeros.
