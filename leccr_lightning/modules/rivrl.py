@@ -102,8 +102,8 @@ class PreviewIntensiveEncoder(nn.Module):
         key_dim: PaA d_k (512); preview_dropout: dropout of p (0.2); attention_dropout (0.2), ffn_dropout (0.1),
         residual_pooling (``max``): PaA's; gru_pool: preview pooling (``mean``); upstream_padding: see the module doc.
 
-    As a ``visual_encoder`` of other methods (kind ``rivrl``) it returns ``EncodedVisual`` with the frame path F as
-    tokens and [p; r] as the pooled vector (``out_dim`` = 2 preview_size + d (1 + #convs)).
+    As a ``visual_encoder`` of other methods (kind ``rivrl``) it returns ``EncodedVisual`` with the video vector
+    [p; r] (``out_dim`` = 2 preview_size + d (1 + #convs)) as the pooled vector and as the one token of the video.
     """
 
     def __init__(
@@ -167,5 +167,6 @@ class PreviewIntensiveEncoder(nn.Module):
         return preview, torch.cat(levels, 1), frames
 
     def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> EncodedVisual:
-        preview, intensive, frames = self.encode(visual, mask)
-        return EncodedVisual(frames, mask.bool(), torch.cat([preview, intensive], 1))
+        preview, intensive, _ = self.encode(visual, mask)
+        pooled = torch.cat([preview, intensive], 1)
+        return EncodedVisual(pooled.unsqueeze(1), torch.ones_like(mask[:, :1], dtype=torch.bool), pooled)

@@ -99,6 +99,6 @@ def test_rivrl_is_a_visual_encoder_kind_with_its_own_options():
     model = build_visual_encoder("rivrl", 12, hidden=64, options=options).eval()
     videos, mask = frames([5, 3], 12)
     encoded = model(videos, mask)
-    assert model.out_dim == 8 + 16 and encoded.pooled.shape == (2, 24) and encoded.tokens.shape == (2, 5, 8)
+    assert model.out_dim == 8 + 16 and encoded.pooled.shape == (2, 24) and encoded.tokens.shape == (2, 1, 24)
     with pytest.raises(TypeError, match="visual_dropout"):
         build_visual_encoder("rivrl", 12, options={"visual_dropout": 0.1})
