@@ -2,9 +2,9 @@
 
 The figure functions return ``matplotlib.figure.Figure`` objects drawn without pyplot (no GUI backend, no global
 state; ``fig.savefig`` renders with Agg); ``leccr report`` saves them as PNG. ``RetrievalPlots`` draws the recall@K
-curve and the rank histogram of every validation and test epoch from the ranks of ``RankCollector`` and logs them to
-Weights & Biases (images, plus the curve as a table) and TensorBoard (figures, plus the rank histograms); it costs one
-more encoding pass per evaluation, so no tiny recipe turns it on (add it with
+curve and the rank histogram of every validation and test epoch from the ranks the evaluation counted
+(``RankCollector``) and logs them to Weights & Biases (images, plus the curve as a table) and TensorBoard (figures,
+plus the rank histograms); drawing costs time, so no tiny recipe turns it on (add it with
 ``--trainer.callbacks+=leccr_lightning.callbacks.plots.RetrievalPlots``).
 """
 
@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from lightning.pytorch.loggers import WandbLogger
 from matplotlib.figure import Figure
 
 from leccr_lightning.callbacks.ranks import RankCollector, run_folder
@@ -151,7 +152,7 @@ class RetrievalPlots(RankCollector):
         }
         step = trainer.global_step
         for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
+            if isinstance(logger, WandbLogger):
                 logger.log_image(f"{stage}/plots", list(figures.values()), step=step, caption=list(figures))
                 ks = range(1, max_k + 1)
                 columns = ["K", *(f"{d}_recall" for d in DIRECTIONS)]

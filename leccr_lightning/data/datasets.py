@@ -180,6 +180,7 @@ class QuerySet(Dataset):
         caption_extras: Mapping[str, BoundExtra] | None = None,
     ):
         self.queries = queries
+        self.ids = list(queries.ids)
         self.texts = dict(texts)
         self.text_rows = dict(text_rows)
         self.caption_extras = dict(caption_extras or {})
@@ -215,6 +216,7 @@ class Gallery(Dataset):
         item_extras: Mapping[str, BoundExtra] | None = None,
     ):
         self.items = items
+        self.ids = items.ids
         self.texts = dict(texts or {})
         self.description_features = description_features
         self.item_extras = dict(item_extras or {})

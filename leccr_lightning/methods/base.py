@@ -35,7 +35,7 @@ from leccr_lightning.methods.objectives import (
     check_objective,
     embedding,
 )
-from leccr_lightning.metrics import DotScorer, RetrievalMetric
+from leccr_lightning.metrics import DotScorer, RetrievalMetric, RetrievalRanks
 from leccr_lightning.metrics.relevance import SplitRelevance
 
 SCHEDULE_LENGTH_ARGUMENTS = ("num_training_steps", "total_steps")
@@ -220,6 +220,8 @@ class RetrievalMethod(MethodBase, ABC):
         if not set(self.eval_relevance) <= {"val", "test"}:
             raise ValueError(f"eval_relevance keys must be 'val' and/or 'test', got {sorted(self.eval_relevance)}")
         self.metrics = nn.ModuleDict()
+        self.last_ranks: dict[str, RetrievalRanks] = {}
+        """stage -> the per-query and per-item ranks of its last evaluation (``callbacks/ranks.py`` writes them)."""
 
     # --- what a method provides -------------------------------------------------------------------------------
     @abstractmethod
@@ -347,6 +349,7 @@ class RetrievalMethod(MethodBase, ABC):
         model-selection key and RIVRL's "SumR"; checkpoint on it with ``monitor: val/t2v_sumr`` for parity)."""
         metric = self._metric(stage)
         report = {key: float(value) for key, value in metric.compute().items()}
+        self.last_ranks[stage] = metric.last_ranks
         metric.reset()
         report["t2v_sumr"] = sum(report[f"t2v_r{k}"] for k in self.ks)
         for key, value in report.items():

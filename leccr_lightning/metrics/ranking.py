@@ -278,6 +278,17 @@ def _direction_summary(prefix: str, ranks: Tensor, average_precision: Tensor, ks
     return report
 
 
+@dataclass(frozen=True)
+class RetrievalRanks:
+    """The ranks behind a report (1-based; ties count in the query's favour): ``t2v`` [Q], each query's rank of its
+    item, in the input query order; ``v2t`` [G*], each captioned item's rank of its best caption, for the gallery
+    items ``v2t_items`` [G*] (ascending)."""
+
+    t2v: Tensor
+    v2t: Tensor
+    v2t_items: Tensor
+
+
 class _Evaluation:
     """The counts of one report: t2v row counts, v2t column counts, and a finiteness check per query row."""
 
@@ -327,6 +338,14 @@ class _Evaluation:
             if not all(bool(torch.isfinite(block).all()) for block in scores):
                 raise ValueError(f"non-finite score in query row {self.layout.original_row(row)}")
 
+    def ranks(self) -> RetrievalRanks:
+        """Per-query t2v ranks in the input order and per-item v2t ranks, from the counts."""
+        grouped = 1 + self.row_counts.long()
+        t2v = grouped if self.layout.order is None else torch.empty_like(grouped)
+        if self.layout.order is not None:
+            t2v[self.layout.order.to(grouped.device)] = grouped
+        return RetrievalRanks(t2v.cpu(), self.columns.best_ranks().cpu(), self.items.cpu())
+
     def report(self, ks: tuple[int, ...]) -> dict[str, float]:
         """The report's keys from the counts."""
         t2v_ranks = 1 + self.row_counts.long()
@@ -336,9 +355,7 @@ class _Evaluation:
         return report
 
 
-def _evaluate(
-    captioned: PieceScores, uncaptioned: PieceScores | None, layout: _Layout, ks: tuple[int, ...], device
-) -> dict[str, float]:
+def _evaluate(captioned: PieceScores, uncaptioned: PieceScores | None, layout: _Layout, device) -> _Evaluation:
     """Score every piece once (diagonal blocks first, see the module docstring) and count it in both directions.
 
     ``captioned(r0, r1, i0, i1)``: scores of grouped queries [r0, r1) against captioned items [i0, i1) (positions in
@@ -366,7 +383,7 @@ def _evaluate(
             for c0, c1 in _tiles(0, layout.num_gallery, width):
                 evaluation.count_uncaptioned(uncaptioned(r0, r1, c0, c1), r0, c0)
     evaluation.check_finite(captioned, uncaptioned)
-    return evaluation.report(ks)
+    return evaluation
 
 
 def _piece(matrix: Tensor, rows: slice | Tensor, columns: slice | Tensor) -> Tensor:
@@ -406,7 +423,7 @@ def retrieval_report(scores: Tensor, query_to_gallery: Tensor, ks: Sequence[int]
     def uncaptioned(r0: int, r1: int, c0: int, c1: int) -> Tensor:
         return _piece(scores, rows(r0, r1), slice(c0, c1))
 
-    return _evaluate(captioned, None if layout.all_items_captioned else uncaptioned, layout, ks, scores.device)
+    return _evaluate(captioned, None if layout.all_items_captioned else uncaptioned, layout, scores.device).report(ks)
 
 
 def _num_rows(views: Views, role: str) -> int:
@@ -438,8 +455,10 @@ def retrieval_report_from_views(
     scorer: Callable[[Views, Views], Tensor],
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int | None = None,
-) -> dict[str, float]:
-    """``retrieval_report`` of ``scorer(queries, gallery)``, scored piece by piece (module docstring).
+    return_ranks: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], RetrievalRanks]:
+    """``retrieval_report`` of ``scorer(queries, gallery)``, scored piece by piece (module docstring); with
+    ``return_ranks`` also the ``RetrievalRanks`` it was computed from.
 
     ``scorer`` maps query views and gallery views (each sliced or indexed on dim 0) to their [queries, items] score
     block; it must score every (query, item) pair on its own, whatever other rows it is given. If it has a ``fit``
@@ -478,7 +497,9 @@ def retrieval_report_from_views(
         return scored(slice_views(grouped, r0, r1), slice_views(gallery, c0, c1), r1 - r0, c1 - c0)
 
     device = next(iter(queries.values())).device
-    return _evaluate(captioned, None if layout.all_items_captioned else uncaptioned, layout, ks, device)
+    evaluation = _evaluate(captioned, None if layout.all_items_captioned else uncaptioned, layout, device)
+    report = evaluation.report(ks)
+    return (report, evaluation.ranks()) if return_ranks else report
 
 
 def retrieval_report_from_embeddings(

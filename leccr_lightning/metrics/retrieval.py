@@ -15,7 +15,12 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from leccr_lightning.metrics.protocols import ndcg_report_from_views
-from leccr_lightning.metrics.ranking import retrieval_report_from_views, validate_chunk_size, validate_ks
+from leccr_lightning.metrics.ranking import (
+    RetrievalRanks,
+    retrieval_report_from_views,
+    validate_chunk_size,
+    validate_ks,
+)
 from leccr_lightning.metrics.scoring import DotScorer, Views
 
 ROLES = ("query", "gallery")
@@ -103,6 +108,7 @@ class RetrievalMetric(Metric):
             raise ValueError(f"ndcg_k must be a positive int, got {ndcg_k!r}")
         self.relevance = relevance
         self.ndcg_k = ndcg_k
+        self.last_ranks: RetrievalRanks | None = None  # the ranks behind the last compute(), for plots and reports
         self.view_names: dict[str, tuple[str, ...] | None] = {role: None for role in ROLES}
         for role in ROLES:
             self.add_state(f"{role}_positions", default=[], dist_reduce_fx="cat")
@@ -175,7 +181,9 @@ class RetrievalMetric(Metric):
         gallery, _ = self._deduplicated("gallery")
         targets = _compacted(self.query_targets)
         targets = targets if keep is None else targets[keep]
-        report = retrieval_report_from_views(queries, gallery, targets, self.scorer, self.ks, self.chunk_size)
+        report, self.last_ranks = retrieval_report_from_views(
+            queries, gallery, targets, self.scorer, self.ks, self.chunk_size, return_ranks=True
+        )
         if self.relevance is not None:
             report.update(
                 ndcg_report_from_views(queries, gallery, self.relevance, self.scorer, self.ndcg_k, self.chunk_size)

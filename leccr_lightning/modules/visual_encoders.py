@@ -9,8 +9,8 @@ entry.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -146,47 +146,63 @@ class TimmTokens(nn.Module):
         return self.project(tokens, valid)
 
 
-def _mlp(visual_dim: int, hidden: int, dropout: float, **_) -> nn.Module:
-    return FeatureMLP(visual_dim, hidden, dropout)
+@dataclass(frozen=True)
+class VisualSettings:
+    """What a method tells every visual encoder kind (its ``visual_*`` arguments); each kind reads what it needs."""
+
+    hidden: int | None = None
+    heads: int = 8
+    max_frames: int = 80
+    dropout: float = 0.1
+    timm_model: str = "resnet18"
+    timm_checkpoint: str | None = None
+    timm_kwargs: dict | None = None
 
 
-def _frames(visual_dim: int, hidden: int, heads: int, max_frames: int, dropout: float, **_) -> nn.Module:
-    return FrameTransformer(visual_dim, hidden, num_heads=heads, max_frames=max_frames, dropout=dropout)
+def _mlp(visual_dim: int, s: VisualSettings, options: dict) -> nn.Module:
+    return FeatureMLP(visual_dim, s.hidden, s.dropout, **options)
 
 
-def _tokens(visual_dim: int, hidden: int | None, **_) -> nn.Module:
-    return TokenProjection(visual_dim, hidden)
+def _frames(visual_dim: int, s: VisualSettings, options: dict) -> nn.Module:
+    return FrameTransformer(
+        visual_dim, s.hidden, num_heads=s.heads, max_frames=s.max_frames, dropout=s.dropout, **options
+    )
 
 
-def _self_attention(
-    visual_dim: int, hidden: int | None, heads: int, dropout: float, num_layers: int = 1, **_
-) -> nn.Module:
+def _tokens(visual_dim: int, s: VisualSettings, options: dict) -> nn.Module:
+    return TokenProjection(visual_dim, s.hidden, **options)
+
+
+def _self_attention(visual_dim: int, s: VisualSettings, options: dict) -> nn.Module:
     from leccr_lightning.modules.slots import FrameSelfAttention  # LECCR's layer; slots imports this module
 
-    return FrameSelfAttention(visual_dim, hidden, heads, num_layers, dropout)
+    return FrameSelfAttention(visual_dim, s.hidden, num_heads=s.heads, dropout=s.dropout, **options)
 
 
-def _timm(
-    visual_dim: int, hidden: int | None, timm_model: str, timm_checkpoint: str | None, timm_kwargs: dict | None, **_
-) -> nn.Module:
-    return TimmTokens(visual_dim, hidden, timm_model, timm_checkpoint, timm_kwargs)
+def _timm(visual_dim: int, s: VisualSettings, options: dict) -> nn.Module:
+    return TimmTokens(visual_dim, s.hidden, s.timm_model, s.timm_checkpoint, s.timm_kwargs, **options)
 
 
-def _visern(visual_dim: int, hidden: int | None, **options) -> nn.Module:
+def _visern(visual_dim: int, s: VisualSettings, options: dict) -> nn.Module:
     from leccr_lightning.modules.visern import ViSERNVideoEncoder
 
-    own = set(inspect.signature(ViSERNVideoEncoder).parameters) - {"in_dim", "width"}
-    width = {"width": hidden} if hidden else {}
-    return ViSERNVideoEncoder(visual_dim, **width, **{name: value for name, value in options.items() if name in own})
+    return ViSERNVideoEncoder(visual_dim, **({"width": s.hidden} if s.hidden else {}), **options)
 
 
-VISUAL_ENCODERS: dict[str, Callable[..., nn.Module]] = {
+def _rivrl(visual_dim: int, s: VisualSettings, options: dict) -> nn.Module:
+    from leccr_lightning.modules.rivrl import PreviewIntensiveEncoder
+
+    return PreviewIntensiveEncoder(visual_dim, **options)
+
+
+VISUAL_ENCODERS: dict[str, Callable[[int, VisualSettings, dict], nn.Module]] = {
     "mlp": _mlp,
     "frames": _frames,
     "tokens": _tokens,
     "self_attention": _self_attention,
     "timm": _timm,
     "visern": _visern,
+    "rivrl": _rivrl,
 }
 
 
@@ -202,28 +218,22 @@ def build_visual_encoder(
     timm_kwargs: dict | None = None,
     options: dict | None = None,
 ) -> nn.Module:
-    """The visual encoder ``kind`` over ``visual_dim``-wide inputs; each kind reads the options it needs (``options``:
-    further keyword arguments of the kind, e.g. a video encoder's own sizes, from a method's ``visual_options``):
+    """The visual encoder ``kind`` over ``visual_dim``-wide inputs; each kind reads the settings it needs, and
+    ``options`` (a method's ``visual_options``) are further keyword arguments of that kind's module (an unknown one
+    is a TypeError naming it):
 
     ``mlp`` (hidden, dropout): a cached global feature through NRCCR's LinearLayer; ``frames`` (hidden, heads,
     max_frames, dropout): NRCCR's frame transformer; ``tokens`` (hidden: the projection width, None = identity):
-    visual tokens as they are; ``self_attention`` (hidden, heads, dropout): LECCR's frame self-attention layer
-    (``modules.slots.FrameSelfAttention``); ``timm`` (timm_model, timm_checkpoint, timm_kwargs, hidden): a timm
-    backbone's tokens; ``visern`` (hidden: the region width, and ``ViSERNVideoEncoder``'s arguments in ``options``,
-    e.g. ``regions_per_frame``): ViSERN's region reasoning + multi-level frame encoder over region features.
+    visual tokens as they are; ``self_attention`` (hidden, heads, dropout; ``num_layers``): LECCR's frame
+    self-attention layer (``modules.slots.FrameSelfAttention``); ``timm`` (timm_model, timm_checkpoint, timm_kwargs,
+    hidden): a timm backbone's tokens; ``visern`` (hidden: the region width; ``ViSERNVideoEncoder``'s arguments, e.g.
+    ``regions_per_frame``): ViSERN's region reasoning + multi-level frame encoder over region features; ``rivrl``
+    (``PreviewIntensiveEncoder``'s sizes: preview_size, intensive_dim, clip_kernel_sizes...): RIVRL's previewing and
+    intensive-reading branches, pooled to [p; r] (``modules/rivrl.py``).
     """
     if kind not in VISUAL_ENCODERS:
         raise ValueError(f"unknown visual_encoder {kind!r}; expected one of {sorted(VISUAL_ENCODERS)}")
     if kind in ("mlp", "frames") and hidden is None:
         raise ValueError(f"visual_encoder {kind!r} needs a hidden width")
-    return VISUAL_ENCODERS[kind](
-        visual_dim=visual_dim,
-        hidden=hidden,
-        heads=heads,
-        max_frames=max_frames,
-        dropout=dropout,
-        timm_model=timm_model,
-        timm_checkpoint=timm_checkpoint,
-        timm_kwargs=timm_kwargs,
-        **(options or {}),
-    )
+    settings = VisualSettings(hidden, heads, max_frames, dropout, timm_model, timm_checkpoint, timm_kwargs)
+    return VISUAL_ENCODERS[kind](visual_dim, settings, dict(options or {}))

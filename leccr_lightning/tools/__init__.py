@@ -19,6 +19,7 @@ TOOL_ENTRY_POINTS = {
     "describe": "leccr_lightning.tools.describe:describe_main",
     "extract": "leccr_lightning.tools.extract:extract_main",
     "anchors": "leccr_lightning.tools.anchors:anchors_main",
+    "tags": "leccr_lightning.tools.tags:tags_main",
 }
 
 _TOOL_LEAD = re.compile(r"^``leccr [\w-]+``:\s*")

@@ -2,9 +2,11 @@
 
 Retrieval options are the fields of ``SynthConfig`` (``--languages de fr``, ``--layout multi30k``, ``--video true``,
 ``--mt_noise 0.4``, ``--n_train``, ``--concepts_per_item 2 4``...); ``--layout`` picks the file names (``synthetic``
-or a real collection's). ``--config EXPERIMENT`` writes the collection that experiment reads, where its data config
-says (task, root, layout, language, videos, images, region and frame extras follow from the config; other options
-still apply), unless it is already there.
+or a real collection's; the English video collections of RIVRL / Dual Encoding: ``synthvideo``, ``msrvtt10k``,
+``msrvtt10kyu``, ``msrvtt10kmiech``, ``vatex_en``, ``tgif_li``, ``tgif_chen``, with concept tags, word2vec and caption
+features). ``--config EXPERIMENT`` writes the collection that experiment reads, where its data config says (task,
+root, layout, language, videos, images, region and frame extras follow from the config; other options still apply),
+unless it is already there.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ FIELD_HELP = {
     "region_absent": "fraction of region slots left empty (masked) in the region features",
     "frame_tokens": "also write cached per-frame CLIP-style tokens (ProTA) under FeatureData/clip_frame_tokens",
     "frame_images": "also render every video's frames as images (ProTA end to end)",
+    "word_dim": "width of the word2vec BigFile of the English video layouts (Dual Encoding: 500)",
+    "sentence_dim": "width of the BERT-like caption features of the English video layouts (1024)",
+    "tag_vocabulary_size": "most concept tags mined for the English video layouts (the official top 512)",
     "seed": "random seed (the same seed writes the same collection)",
 }
 
@@ -94,6 +99,12 @@ def collection_for_experiment(config: str | Path, root: str | Path | None = None
     root = Path(root if root is not None else args.get("root", ""))
     if name == "GroundingDataModule":
         return "grounding", root, {}
+    if name == "VideoTextDataModule":  # an English video collection (Dual Encoding layout); several captions a video
+        return (
+            "retrieval",
+            root,
+            {"layout": args.get("collection", "synthvideo"), "video": True, "captions_per_item": (3, 5)},
+        )
     if name != "CCRDataModule":
         raise ValueError(f"{config}: no synthetic writer for the data module {data.get('class_path')!r}")
     features, extras = args.get("features") or {}, {_class_name(e) for e in (args.get("extras") or {}).values()}
@@ -127,7 +138,8 @@ def write_for_experiment(config: str | Path, root: str | Path | None = None, **o
     manifest = folder / "MANIFEST.json"
     if manifest.is_file():
         written = json.loads(manifest.read_text(encoding="utf-8"))["config"]
-        differ = {k: (written.get(k, False), v) for k, v in implied.items() if written.get(k, False) != v}
+        wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in implied.items()}
+        differ = {k: (written.get(k, False), v) for k, v in wanted.items() if written.get(k, False) != v}
         if differ:
             raise ValueError(
                 f"{folder} holds a synthetic collection written with { ({k: w for k, (w, _) in differ.items()}) }, but "

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from leccr_lightning.callbacks.ranks import recall_at, retrieval_ranks
+from leccr_lightning.callbacks.ranks import recall_at
 from leccr_lightning.data.visualsearch import read_caption_file
 from leccr_lightning.metrics import DotScorer, FusedScorer, retrieval_report, retrieval_report_from_views
 from tests.helpers import experiment
@@ -19,6 +19,12 @@ CALLBACKS = [
     "--trainer.callbacks+=leccr_lightning.callbacks.ranks.RankWriter",
     "--trainer.callbacks+=leccr_lightning.callbacks.ranks.ConfidenceWriter",
 ]
+
+
+def retrieval_ranks(scorer, queries, gallery, targets, chunk_size=None):
+    """(t2v ranks, v2t ranks) the evaluation core keeps beside its report."""
+    _, ranks = retrieval_report_from_views(queries, gallery, targets, scorer, chunk_size=chunk_size, return_ranks=True)
+    return ranks.t2v, ranks.v2t
 
 
 def test_ranks_of_a_hand_made_score_matrix():
@@ -32,6 +38,8 @@ def test_ranks_of_a_hand_made_score_matrix():
     # g0: best caption q0 (1.0), nothing above -> 1; g1: best q2 (0.5), q3 scores 1.0 above it -> 2
     assert v2t.tolist() == [1, 2]
     assert recall_at(t2v, (1, 3)) == [25.0, 100.0]
+    _, ranks = retrieval_report_from_views(queries, gallery, targets, DotScorer(), return_ranks=True)
+    assert ranks.v2t_items.tolist() == [0, 1]
 
 
 def test_ranks_give_the_metric_report_in_chunks_and_with_fused_scores():

@@ -51,7 +51,7 @@ def test_discovery_finds_the_known_families() -> None:
     names = {cls.__name__ for cls in OBJECTIVES}
     assert {"InfoNCEObjective", "TripletObjective", "SelHNObjective", "DCOTObjective", "ListwiseObjective"} <= names
     methods = {path.parent.name for path in CONFIGS}
-    assert {"baseline", "nrccr", "cl2cm", "dcot", "leccr", "rvsepp"} <= methods
+    assert {"baseline", "nrccr", "cl2cm", "dcot", "leccr", "rvsepp", "rivrl"} <= methods
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,9 @@ def built(tmp_path_factory):
             key = (task, tuple(sorted((k, str(v)) for k, v in implied.items())))
             if key not in roots:
                 roots[key] = tmp_path_factory.mktemp("objectives")
-                write_for_experiment(config, roots[key], n_train=24, n_val=6, n_test=6, seed=3)
+                # the English video collection at its default size: rivrl/tiny's concept_dim is its mined tag count
+                sizes = {} if implied.get("layout") == "synthvideo" else {"n_train": 24, "n_val": 6, "n_test": 6}
+                write_for_experiment(config, roots[key], seed=3, **sizes)
             model, data = instantiate(config, roots[key], "--data.init_args.batch_size", "8")
             data.setup("fit")
             cache[config] = (model, next(iter(data.train_dataloader())))

@@ -66,7 +66,7 @@ def test_synth_knows_what_every_tiny_experiment_reads(config) -> None:
 
     task, root, implied = collection_for_experiment(config)
     assert task in ("retrieval", "grounding") and str(root).startswith("data/")
-    assert task == "grounding" or implied["layout"] == "synthetic"
+    assert task == "grounding" or implied["layout"] in ("synthetic", "synthvideo")
 
 
 def test_synth_config_writes_once_and_refuses_a_different_collection(tmp_path, capsys) -> None:

@@ -14,7 +14,7 @@ directions work unchanged, and an objective that needs the whole square matrix r
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -138,9 +138,16 @@ class AlignmentStep:
     local_positives: Tensor | None = None
     world_size: int = 1
 
-    def pair(self, rows: str, columns: str, scores: Tensor | None = None) -> PairContext:
-        """The context of S = E[rows] @ E[columns]^T (e.g. ``pair("target", "visual")``), or of the method's own
-        ``scores`` [N, N] of the pair (token-level methods, e.g. ProTA's aggregated token similarities)."""
+    def pair(
+        self,
+        rows: str,
+        columns: str,
+        scores: Tensor | None = None,
+        similarity: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> PairContext:
+        """The context of S = E[rows] @ E[columns]^T (e.g. ``pair("target", "visual")``), of S = similarity(E[rows],
+        E[columns]) for another measure (RIVRL's soft Jaccard of concept vectors), or of the method's own ``scores``
+        [N, N] of the pair (token-level methods, e.g. ProTA's aggregated token similarities)."""
         for role in (rows, columns):
             if role not in self.embeddings:
                 raise KeyError(f"no {role!r} embeddings in this step; it has {sorted(self.embeddings)}")
@@ -160,14 +167,15 @@ class AlignmentStep:
             if tuple(scores.shape) != tuple(self.positives.shape):
                 raise ValueError(f"pair scores of shape {tuple(scores.shape)}: expected {tuple(self.positives.shape)}")
             return PairContext(scores=scores, positives=self.positives, **common)
+        measure = similarity if similarity is not None else (lambda first, second: first @ second.T)
         if self.local is None:
             return PairContext(
-                scores=self.embeddings[rows] @ self.embeddings[columns].T, positives=self.positives, **common
+                scores=measure(self.embeddings[rows], self.embeddings[columns]), positives=self.positives, **common
             )
         return PairContext(
-            scores=self.local[rows] @ self.embeddings[columns].T,
+            scores=measure(self.local[rows], self.embeddings[columns]),
             positives=self.local_positives,
-            column_scores=self.local[columns] @ self.embeddings[rows].T,
+            column_scores=measure(self.local[columns], self.embeddings[rows]),
             column_positives=self.local_positives,
             sum_scale=float(self.world_size),
             **common,
