@@ -9,44 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from leccr_lightning.data.errors import DataFormatError
-from leccr_lightning.data.visualsearch import CaptionFile, CaptionId, visual_id_of
+from leccr_lightning.data.visualsearch import CaptionFile, CaptionId, read_caption_file, visual_id_of
+
+
+def parse_video_caption_id(cap_id: str) -> CaptionId:
+    """``<videoid>#...#<k>`` (the Dual Encoding ids: ``video7#0``, ``tgif_x#enc#3``) -> (video id, middle tag, k)."""
+    parts = cap_id.split("#")
+    if len(parts) < 2 or not parts[0] or not parts[-1]:
+        raise ValueError(f"no caption id: expected '<video_id>#...#<k>', got {cap_id!r}")
+    return CaptionId(visual_id_of(parts[0]), "#".join(parts[1:-1]), parts[-1])
 
 
 def read_video_captions(path: str | Path) -> CaptionFile:
-    """Read an English ``*.caption.txt``; a malformed line is an error naming the file and the line number.
-
-    Checks: UTF-8, ``<videoid>#...#<k> <text>`` with a non-empty text, no duplicate ids.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"caption file {path} does not exist")
-    ids: list[str] = []
-    texts: list[str] = []
-    parsed: list[CaptionId] = []
-    seen: dict[str, int] = {}
-    with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as err:
-                raise DataFormatError(path, line_no, f"bytes that are not UTF-8 ({err.reason})") from err
-            if not line:
-                continue
-            cap_id, _, text = line.partition(" ")
-            parts = cap_id.split("#")
-            if len(parts) < 2 or not parts[0] or not parts[-1]:
-                raise DataFormatError(
-                    path, line_no, f"no caption id: expected '<video_id>#...#<k> <text>', got {line[:60]!r}"
-                )
-            if not text.strip():
-                raise DataFormatError(path, line_no, f"caption {cap_id} has an empty text")
-            if cap_id in seen:
-                raise DataFormatError(path, line_no, f"caption id {cap_id} repeats line {seen[cap_id]}")
-            seen[cap_id] = line_no
-            ids.append(cap_id)
-            texts.append(text.strip())
-            parsed.append(CaptionId(visual_id_of(parts[0]), "#".join(parts[1:-1]), parts[-1]))
-    if not ids:
-        raise DataFormatError(path, 0, "the file holds no captions")
-    return CaptionFile(path, tuple(ids), tuple(texts), tuple(parsed))
+    """Read an English ``*.caption.txt`` (``read_caption_file`` with the video id grammar); a malformed line is an
+    error naming the file and the line number."""
+    return read_caption_file(path, parse_id=parse_video_caption_id)
