@@ -90,6 +90,8 @@ class CCRDataModule(RetrievalDataModule):
             ``description_mask`` [B, L]; a missing id is always an error).
         tokenizer: ``"train"`` (WordPiece trained on the training captions, cached in ``<collection>/cache``) or
             a local tokenizer directory / cached Hugging Face name.
+        tokenizer_lowercase: BERT's ``do_lower_case`` (lower-case and strip accents; NRCCR: true on the cased mBERT),
+            ``None``: the tokenizer's own setting (``data.text.load_or_train_tokenizer``).
         normalization: caption normalisation policy (``none``, ``nrccr``, ``leccr``; ccr_methods §1.5).
         max_frames: frame cap for videos (NRCCR ``VIDEO_MAX_LEN`` = 64).
         shuffle_seed: seed of the per-epoch training permutation (see ``EpochShuffleSampler``).
@@ -113,6 +115,7 @@ class CCRDataModule(RetrievalDataModule):
         allow_missing_descriptions: bool = False,
         tokenizer: str = "train",
         tokenizer_vocab_size: int = 2000,
+        tokenizer_lowercase: bool | None = None,
         max_length: int = 64,
         normalization: str = "none",
         max_words: int = 30,
@@ -151,7 +154,11 @@ class CCRDataModule(RetrievalDataModule):
             )
         self._captions = {"train": train_captions, "val": val_captions, "test": test_captions}
         self.tokenizer = load_or_train_tokenizer(
-            tokenizer, self._tokenizer_corpus(), self.collection_dir / "cache", tokenizer_vocab_size
+            tokenizer,
+            self._tokenizer_corpus(),
+            self.collection_dir / "cache",
+            tokenizer_vocab_size,
+            tokenizer_lowercase,
         )
 
     def _path(self, relative: str) -> Path:

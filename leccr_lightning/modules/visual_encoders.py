@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from leccr_lightning.modules.nrccr_encoders import FrameAttention, LinearFeature
 from leccr_lightning.modules.pooling import masked_mean
 
 
@@ -188,6 +189,9 @@ VISUAL_ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "tokens": _tokens,
     "token_attention": _token_attention,
     "timm": _timm,
+    "linear": LinearFeature.build,
+    "linear_relu": LinearFeature.build_relu,
+    "frame_attention": FrameAttention.build,
 }
 
 
