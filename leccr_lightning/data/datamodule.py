@@ -92,7 +92,7 @@ class CCRDataModule(RetrievalDataModule):
             a local tokenizer directory / cached Hugging Face name.
         tokenizer_lowercase: BERT's ``do_lower_case`` (lower-case and strip accents; NRCCR: true on the cased mBERT),
             ``None``: the tokenizer's own setting (``data.text.load_or_train_tokenizer``).
-        normalization: caption normalisation policy (``none``, ``nrccr``, ``leccr``; ccr_methods §1.5).
+        normalization: caption normalisation policy (``none``, ``nrccr``, ``nrccr_image``, ``leccr``; ccr_methods §1.5).
         max_frames: frame cap for videos (NRCCR ``VIDEO_MAX_LEN`` = 64).
         shuffle_seed: seed of the per-epoch training permutation (see ``EpochShuffleSampler``).
     """

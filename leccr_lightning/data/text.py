@@ -3,9 +3,10 @@
 Spec: ccr_methods §1.5. ``nrccr``: the English source and the English translations of the queries (``xx2enc``) are
 cleaned (keep ``[A-Za-z0-9]`` words, lower-case, end with a period, capitalise the first letter), the MT target, its
 back-translation and the human queries stay raw (LiJiaBei-7/nrccr:util/tag_data_provider_vid.py:14-49, 266-276,
-355-360).
-``leccr``: every caption goes through ``pre_caption`` (lower-case, ASCII punctuation and ``-``/``/`` to spaces, collapse
-spaces, keep the first 30 words).
+355-360). ``nrccr_image`` also keeps the ``xx2enc`` queries raw, as the image provider does
+(util/tag_data_provider_img.py:35, 394; that file's English cleaning calls a ``clean_str_cased`` it never defines,
+:7, :39, so the published image code does not run as it is). ``leccr``: every caption goes through ``pre_caption``
+(lower-case, ASCII punctuation and ``-``/``/`` to spaces, collapse spaces, keep the first 30 words).
 """
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-POLICIES = ("none", "nrccr", "leccr")
+POLICIES = ("none", "nrccr", "nrccr_image", "leccr")
 _LECCR_PUNCT = re.compile(r"[,.'!?\"()*#:;~\-/]")
 _NRCCR_WORD = re.compile(r"[A-Za-z0-9]+")
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-NRCCR_CLEANED_ROLES = ("source", "translated")
+NRCCR_CLEANED_ROLES = {"nrccr": ("source", "translated"), "nrccr_image": ("source",)}
 
 
 def normalize_caption(text: str, policy: str = "none", role: str = "source", max_words: int = 30) -> str:
     """Apply a normalisation policy to one caption (``role`` matters for ``nrccr``, which cleans English only)."""
     if policy == "none":
         return " ".join(text.split())
-    if policy == "nrccr":
-        if role not in NRCCR_CLEANED_ROLES:
+    if policy in NRCCR_CLEANED_ROLES:
+        if role not in NRCCR_CLEANED_ROLES[policy]:
             return text.strip()
         cleaned = " ".join(_NRCCR_WORD.findall(text)).lower()
         if not cleaned.endswith("."):

@@ -75,9 +75,10 @@ class NRCCR(RetrievalMethod):
     the text policy and the tokenizer's lower-casing are data options set there too.
 
     Differences from the official code (the defaults are the correct behaviour; the recipes set the flags):
-        - Mean pooling covers valid positions only; the official code averages over all positions, padding included,
-          for the text streams, the teacher's concatenation, the video frames and the discriminator input
-          (model.py:113-116, 246-248, 266-270; adv.py:31), so an embedding depends on the longest caption of its batch.
+        - Mean pooling covers valid positions only (and the strong discriminator's convolutions see zeros at padded
+          positions); the official code averages over all positions, padding included, for the text streams, the
+          teacher's concatenation, the video frames and the discriminator input (model.py:113-116, 246-248, 266-270;
+          adv.py:31, 86-91), so an embedding depends on the longest caption of its batch.
           ``unmasked_mean=True`` reproduces it (and then our evaluation batches, ``eval_batch_size`` in file order,
           pad differently from the official length-sorted ones, tag_data_provider_vid.py:160-199).
         - Two captions of the same visual item in a batch are never negatives; the official triplet treats every

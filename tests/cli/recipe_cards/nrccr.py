@@ -12,8 +12,9 @@ SOURCES = (
     "every 3 epochs, early stop after more than 10 epochs without improvement, best checkpoint on validation",
     "LiJiaBei-7/nrccr:validate.py:59-86: validation score = t2v R1+R5+R10 of 0.2 norm(S(xx2en)) + 0.8 norm(S(xx)); "
     "tester_img.py:117: w = 0.5 at test (tester_vid.py:110 prints w in 1.0/0.8/0.5/0.2/0.0; we keep 0.5)",
-    "LiJiaBei-7/nrccr:util/tag_data_provider_vid.py:14-49: cleaned English, raw target and back-translation, "
-    "BertTokenizer(do_lower_case=True) on bert-base-multilingual-cased",
+    "LiJiaBei-7/nrccr:util/tag_data_provider_vid.py:14-49, 266-276, 355-360: cleaned English source and xx2enc "
+    "queries, raw target and back-translation, BertTokenizer(do_lower_case=True) on bert-base-multilingual-cased; "
+    "tag_data_provider_img.py:35, 300-308, 394: the image provider keeps the xx2enc queries raw (nrccr_image)",
 )
 IMAGE_LAYERS = [3, 4, 5, 6, 7, 8, 9, 10, 11]
 VIDEO_LAYERS = [5, 6, 7, 8, 9, 10, 11]
@@ -53,11 +54,11 @@ COMMON = {
     "model.init_args.mask_same_item": False,
     "data.init_args.roles": ["source", "target", "back"],
     "data.init_args.query_roles": ["query", "translated"],
-    "data.init_args.normalization": "nrccr",
     "data.init_args.tokenizer_lowercase": True,
     "data.init_args.max_length": 250,
 }
 IMAGE = {
+    "data.init_args.normalization": "nrccr_image",
     "model.init_args.trainable_layers": IMAGE_LAYERS,
     "model.init_args.visual_encoder": "linear",
     "model.init_args.discriminator": "not-so-weak",
@@ -81,11 +82,13 @@ RECIPES = {
         "model.init_args.visual_encoder": "frame_attention",
         "model.init_args.visual_heads": 8,
         "model.init_args.discriminator": "not-so-weak",
+        "data.init_args.normalization": "nrccr",
     },
     "vatex_zh": {
         "model.init_args.trainable_layers": VIDEO_LAYERS,
         "model.init_args.visual_encoder": "frame_attention",
         "model.init_args.visual_heads": 8,
         "model.init_args.discriminator": "strong",
+        "data.init_args.normalization": "nrccr",
     },
 }
