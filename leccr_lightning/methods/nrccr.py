@@ -71,8 +71,9 @@ class NRCCR(RetrievalMethod):
         unmasked_mean, mask_same_item: parity flags, see below.
 
     The epoch learning-rate rule, the early stop and the t2v-only model selection of the official trainer
-    (trainer_img.py:157-208) are trainer callbacks that every NRCCR recipe carries (``configs/fragments/nrccr.yaml``);
-    the text policy and the tokenizer's lower-casing are data options set there too.
+    (trainer_img.py:157-208) are trainer callbacks that every NRCCR recipe carries (``configs/trainer/nrccr.yaml``);
+    the text policy, the tokenizer's lower-casing and the back-translation / xx2enc roles are data options of
+    ``configs/fragments/nrccr.yaml`` (and of its video variants).
 
     Differences from the official code (the defaults are the correct behaviour; the recipes set the flags):
         - Mean pooling covers valid positions only (and the strong discriminator's convolutions see zeros at padded

@@ -8,7 +8,7 @@ SOURCES = (
     "not-so-weak (strong for VATEX), img_encoder clip, batch_size 128",
     "LiJiaBei-7/nrccr:train_base.py:30-56: dropout 0.2, 0-1536 mappings, margin 0.2, Adam, lr_decay_rate 0.99, "
     "grad_clip 2, num_epochs 50, batch_size 128",
-    "LiJiaBei-7/nrccr:trainer_img.py:157-208 (= trainer_vid.py:146-199): x0.99 per epoch, x0.5 on a plateau at most "
+    "LiJiaBei-7/nrccr:trainer_img.py:157-208 (= trainer_vid.py:147-197): x0.99 per epoch, x0.5 on a plateau at most "
     "every 3 epochs, early stop after more than 10 epochs without improvement, best checkpoint on validation",
     "LiJiaBei-7/nrccr:validate.py:59-86: validation score = t2v R1+R5+R10 of 0.2 norm(S(xx2en)) + 0.8 norm(S(xx)); "
     "tester_img.py:117: w = 0.5 at test (tester_vid.py:110 prints w in 1.0/0.8/0.5/0.2/0.0; we keep 0.5)",
