@@ -1,11 +1,10 @@
-"""Learning-rate schedules: a per-step warm-up schedule from transformers, and NRCCR's epoch rule and early stopping
-as Lightning callbacks (ccr_methods §2.3)."""
+"""Learning-rate schedules: a per-step warm-up schedule from transformers, and the NRCCR/RIVRL epoch rule on the
+validation metric as a Lightning callback (ccr_methods §2.3)."""
 
 from __future__ import annotations
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
 from transformers import get_scheduler
 
 
@@ -39,16 +38,23 @@ class WarmupSchedule(torch.optim.lr_scheduler.LambdaLR):
         super().__init__(optimizer, reference.lr_lambdas, last_epoch)
 
 
-class NRCCRLearningRate(L.Callback):
-    """After every validation: lr *= ``decay`` (0.99); also lr *= ``halve_factor`` (0.5) when the epoch did
-    not improve ``monitor`` and at least ``halve_every`` (3) epochs passed since the last halving.
+class DecayAndHalveOnPlateau(L.Callback):
+    """An epoch learning-rate rule read off the validation metric (NRCCR and RIVRL; ccr_methods §2.3).
 
-    Acts on the optimiser ``optimizer_index`` (0: NRCCR's main optimiser, not the discriminator's).
+    After every validation: lr *= ``decay`` (0.99); also lr *= ``halve_factor`` (0.5) when the validation did not
+    improve ``monitor`` and at least ``halve_every`` (3) validations passed since the last halving (or since the
+    start). This is LiJiaBei-7/nrccr:trainer_img.py:191-199 (``lr_counter``: +1 per epoch, halve when the epoch is not
+    the best and the counter exceeds 2, then reset), so the first halving can come at the third validation.
+    "Improve" is strictly better than the best value so far (``mode`` ``max`` or ``min``). It runs in
+    ``on_validation_end``, once the epoch's metrics are logged, and acts on optimiser ``optimizer_index`` (0: the main
+    one, not NRCCR's discriminator). Pair it with ``lightning.pytorch.callbacks.EarlyStopping(patience=11)`` for the
+    official stop after more than 10 epochs without improvement (trainer_img.py:201-208).
     """
 
     def __init__(
         self,
         monitor: str = "val/sumr",
+        mode: str = "max",
         decay: float = 0.99,
         halve_factor: float = 0.5,
         halve_every: int = 3,
@@ -56,36 +62,46 @@ class NRCCRLearningRate(L.Callback):
     ):
         if not 0 < decay <= 1 or not 0 < halve_factor <= 1:
             raise ValueError(f"decay {decay} and halve_factor {halve_factor} must lie in (0, 1]")
-        self.monitor, self.decay, self.halve_factor = monitor, decay, halve_factor
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode: expected 'max' or 'min', got {mode!r}")
+        if halve_every < 1:
+            raise ValueError(f"halve_every: expected at least 1 validation, got {halve_every}")
+        self.monitor, self.mode, self.decay, self.halve_factor = monitor, mode, decay, halve_factor
         self.halve_every, self.optimizer_index = halve_every, optimizer_index
         self.best: float | None = None
-        self.last_halving = 0
+        self.since_halving = 0
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
 
     def _scale(self, trainer: L.Trainer, factor: float) -> None:
         for group in trainer.optimizers[self.optimizer_index].param_groups:
             group["lr"] *= factor
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
-            return
-        value = float(trainer.callback_metrics[self.monitor])
-        epoch = trainer.current_epoch
-        if self.best is None or value > self.best:
-            self.best = value
-        elif epoch - self.last_halving >= self.halve_every:
-            self._scale(trainer, self.halve_factor)
-            self.last_halving = epoch
+    def step(self, trainer: L.Trainer, value: float) -> None:
+        """Apply the rule for one validation result ``value``."""
+        self.since_halving += 1
         self._scale(trainer, self.decay)
+        if self._improved(value):
+            self.best = value
+        elif self.since_halving >= self.halve_every:
+            self._scale(trainer, self.halve_factor)
+            self.since_halving = 0
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if self.monitor not in trainer.callback_metrics:
+            raise KeyError(
+                f"DecayAndHalveOnPlateau monitors {self.monitor!r}, which the validation did not log; logged: "
+                f"{sorted(trainer.callback_metrics)}"
+            )
+        self.step(trainer, float(trainer.callback_metrics[self.monitor]))
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "last_halving": self.last_halving}
+        return {"best": self.best, "since_halving": self.since_halving}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.best, self.last_halving = state_dict["best"], state_dict["last_halving"]
-
-
-class NRCCREarlyStopping(EarlyStopping):
-    """Stop after more than ``patience - 1`` = 10 non-improving validations (NRCCR: count > 10)."""
-
-    def __init__(self, monitor: str = "val/sumr", patience: int = 11, mode: str = "max", **kwargs):
-        super().__init__(monitor=monitor, patience=patience, mode=mode, **kwargs)
+        self.best, self.since_halving = state_dict["best"], state_dict["since_halving"]

@@ -103,12 +103,14 @@ class CCRDataModule(RetrievalDataModule):
             ``batch["extras"][name]``.
         tokenizer: ``"train"`` (WordPiece trained on the training captions, cached in ``<collection>/cache``) or
             a local tokenizer directory / cached Hugging Face name.
+        tokenizer_lowercase: BERT's ``do_lower_case`` (lower-case and strip accents; NRCCR: true on the cased mBERT),
+            ``None``: the tokenizer's own setting (``data.text.load_or_train_tokenizer``).
         max_length: tokens kept per text ([CLS] and [SEP] included; ``None`` keeps them all): one value for every
             split, or ``{train: ..., eval: ...}`` (LECCR: ``{train: null, eval: 200}``, the official training pads
             to the longest text without truncating and evaluation truncates at 200, image_Retrieval_caption.py:47,
             58,105,132). It applies to captions and descriptions alike.
-        normalization: caption normalisation policy (``none``, ``nrccr``, ``leccr``; ccr_methods §1.5); a caption
-            the policy leaves empty is an error naming its file and id.
+        normalization: caption normalisation policy (``none``, ``nrccr``, ``nrccr_image``, ``leccr``; ccr_methods
+            §1.5); a caption the policy leaves empty is an error naming its file and id.
         max_frames: frame cap for videos (NRCCR ``VIDEO_MAX_LEN`` = 64); ``None`` reads every frame (LECCR,
             retrieval_dataset_video.py:147-151).
         drop_last: drop the last incomplete training batch (LECCR's loader does, dataset/__init__.py:191-193).
@@ -134,6 +136,7 @@ class CCRDataModule(RetrievalDataModule):
         extras: dict[str, Extra] | None = None,
         tokenizer: str = "train",
         tokenizer_vocab_size: int = 2000,
+        tokenizer_lowercase: bool | None = None,
         max_length: int | None | dict[str, int | None] = 64,
         normalization: str = "none",
         max_words: int = 30,
@@ -176,7 +179,11 @@ class CCRDataModule(RetrievalDataModule):
         self._captions = {"train": train_captions, "val": val_captions, "test": test_captions}
         self.extras = dict(extras or {})
         self.tokenizer = load_or_train_tokenizer(
-            tokenizer, self._tokenizer_corpus(), self.collection_dir / "cache", tokenizer_vocab_size
+            tokenizer,
+            self._tokenizer_corpus(),
+            self.collection_dir / "cache",
+            tokenizer_vocab_size,
+            tokenizer_lowercase,
         )
 
     def state_dict(self) -> dict:

@@ -32,6 +32,18 @@ class CL2CM(DualEncoderBaseline):
         lingual_objective: L_sent (default symmetric InfoNCE); sent_weight 1.0, word_weight 1.0, kd_weight 1.0.
         kd_student_temperature / kd_teacher_temperature: tau_S, tau_T of L_kd (0.07 / 0.07).
         ot_epsilon, ot_max_iter: word-level Sinkhorn entropy (0.05) and iterations (100).
+
+    Reconstructed choices (no official code; the paper body was not available, ccr_methods §4.2), with defaults:
+        - SE and TE are one shared text encoder; the CL network has its own projection head (``lingual_head``).
+        - L_sent: symmetric InfoNCE (0.07) between t^CL and s^CL (``lingual_objective``), weight 1.0.
+        - L_word: entropic OT distance <P*, C> between the mBERT token states of s and t, C = 1 - cos, uniform
+          marginals over valid tokens, eps 0.05, 100 log-domain Sinkhorn iterations, the plan held constant; weight 1.0.
+        - CM network: the alignment ``objective`` on (s, v) and (t, v) (InfoNCE 0.07), MT weight 1.0.
+        - L_kd: cross-entropy of softmax(t^CM v^T / 0.07) to the detached softmax(t^CL s^CL^T / 0.07), rows and
+          columns; weight 1.0.
+        - Inference: the CM network alone (t^CM against v), plain cosine.
+        - Recipes: the NRCCR-like recipe of configs/model/cl2cm.yaml (mBERT layers 3-11 / 5-11, NRCCR's visual
+          encoders, 1536-d with BatchNorm and dropout 0.2, Adam 1e-4, clip 2.0), selection on validation SumR.
     """
 
     module_arguments = ("lingual_objective",)

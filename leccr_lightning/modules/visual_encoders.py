@@ -16,6 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from leccr_lightning.modules.nrccr_encoders import FrameAttention, LinearFeature
 from leccr_lightning.modules.pooling import masked_mean
 
 
@@ -195,6 +196,20 @@ def _rivrl(visual_dim: int, s: VisualSettings, options: dict) -> nn.Module:
     return PreviewIntensiveEncoder(visual_dim, **options)
 
 
+def _linear(visual_dim: int, s: VisualSettings, options: dict) -> nn.Module:
+    return LinearFeature(visual_dim, s.hidden, **options)
+
+
+def _linear_relu(visual_dim: int, s: VisualSettings, options: dict) -> nn.Module:
+    return LinearFeature(visual_dim, s.hidden, relu=True, **options)
+
+
+def _frame_attention(visual_dim: int, s: VisualSettings, options: dict) -> nn.Module:
+    return FrameAttention(
+        visual_dim, s.hidden, num_heads=s.heads, max_frames=s.max_frames, dropout=s.dropout, **options
+    )
+
+
 VISUAL_ENCODERS: dict[str, Callable[[int, VisualSettings, dict], nn.Module]] = {
     "mlp": _mlp,
     "frames": _frames,
@@ -203,6 +218,9 @@ VISUAL_ENCODERS: dict[str, Callable[[int, VisualSettings, dict], nn.Module]] = {
     "timm": _timm,
     "visern": _visern,
     "rivrl": _rivrl,
+    "linear": _linear,
+    "linear_relu": _linear_relu,
+    "frame_attention": _frame_attention,
 }
 
 
@@ -229,11 +247,13 @@ def build_visual_encoder(
     hidden): a timm backbone's tokens; ``visern`` (hidden: the region width; ``ViSERNVideoEncoder``'s arguments, e.g.
     ``regions_per_frame``): ViSERN's region reasoning + multi-level frame encoder over region features; ``rivrl``
     (``PreviewIntensiveEncoder``'s sizes: preview_size, intensive_dim, clip_kernel_sizes...): RIVRL's previewing and
-    intensive-reading branches, pooled to [p; r] (``modules/rivrl.py``).
+    intensive-reading branches, pooled to [p; r] (``modules/rivrl.py``); ``linear`` / ``linear_relu`` (hidden):
+    NRCCR's CLIP and ResNet image paths; ``frame_attention`` (hidden, heads, max_frames, dropout; ``qk_dim``):
+    NRCCR's video encoder (``modules/nrccr_encoders.py``).
     """
     if kind not in VISUAL_ENCODERS:
         raise ValueError(f"unknown visual_encoder {kind!r}; expected one of {sorted(VISUAL_ENCODERS)}")
-    if kind in ("mlp", "frames") and hidden is None:
+    if kind in ("mlp", "frames", "linear", "linear_relu", "frame_attention") and hidden is None:
         raise ValueError(f"visual_encoder {kind!r} needs a hidden width")
     settings = VisualSettings(hidden, heads, max_frames, dropout, timm_model, timm_checkpoint, timm_kwargs)
     return VISUAL_ENCODERS[kind](visual_dim, settings, dict(options or {}))

@@ -82,6 +82,15 @@ class DCOTObjective(PairObjective):
         self.recorded: list[tuple[list[str], Tensor]] = []
         self.view_weight = 1.0
 
+    def get_extra_state(self) -> Tensor:
+        """The curriculum's accuracy EMA (r^L, r^M) as a tensor (empty before the first batch), saved with the
+        model's state dict so that a run resumed from a checkpoint continues the same curriculum."""
+        ema = self.curriculum.state_dict()["ema"]
+        return torch.tensor([] if ema is None else list(ema), dtype=torch.float64)
+
+    def set_extra_state(self, state: Tensor) -> None:
+        self.curriculum.load_state_dict({"ema": None if state.numel() == 0 else tuple(state.tolist())})
+
     @torch.no_grad()
     def confidences(
         self, visual: Tensor, source: Tensor, target: Tensor, positive_mask: Tensor, progress: float

@@ -49,11 +49,11 @@ COMMON = {
     "data.init_args.extras.tags.init_args.vocabulary": "TextData/tags/video_label_th_1/tag_vocab_512.json",
     "trainer.max_epochs": 50,
     "trainer.callbacks.ModelCheckpoint.init_args.monitor": "val/sumr",
-    "trainer.callbacks.NRCCRLearningRate.init_args.monitor": "val/sumr",
-    "trainer.callbacks.NRCCRLearningRate.init_args.decay": 0.99,
-    "trainer.callbacks.NRCCRLearningRate.init_args.halve_factor": 0.5,
-    "trainer.callbacks.NRCCRLearningRate.init_args.halve_every": 3,
-    "trainer.callbacks.NRCCREarlyStopping.init_args.patience": 11,
+    "trainer.callbacks.DecayAndHalveOnPlateau.init_args.monitor": "val/sumr",
+    "trainer.callbacks.DecayAndHalveOnPlateau.init_args.decay": 0.99,
+    "trainer.callbacks.DecayAndHalveOnPlateau.init_args.halve_factor": 0.5,
+    "trainer.callbacks.DecayAndHalveOnPlateau.init_args.halve_every": 3,
+    "trainer.callbacks.EarlyStopping.init_args.patience": 11,
 }
 
 
