@@ -44,7 +44,23 @@ IMAGE_DATASETS = (
     "mscoco_ja",
     "mscoco_zh",
 )
-DATASET_DELTAS = {**{name: IMAGE for name in IMAGE_DATASETS}, "msrvtt10kcn_zh": VIDEO, "vatex_zh": VIDEO}
+RIVRL_VIDEO = {  # LiJiaBei-7/rivrl:do_all_vatex.sh (visual_rnn_size 512, visual_mapping 2048, kernel 3 stride 2)
+    "model.init_args.trainable_layers": [5, 6, 7, 8, 9, 10, 11],
+    "model.init_args.visual_encoder": "rivrl",
+    "model.init_args.visual_options": {
+        "preview_size": 512,
+        "intensive_dim": 2048,
+        "clip_kernel_sizes": [3],
+        "clip_strides": [2],
+        "preview_dropout": 0.2,
+    },
+}
+DATASET_DELTAS = {
+    **{name: IMAGE for name in IMAGE_DATASETS},
+    "msrvtt10kcn_zh": VIDEO,
+    "vatex_zh": VIDEO,
+    "vatex_zh_rivrl": RIVRL_VIDEO,
+}
 
 COMMON = {
     **NRCCR_LIKE,
