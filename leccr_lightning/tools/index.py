@@ -64,9 +64,11 @@ def build_index(
     ef_construction: int = 80,
     ef_search: int = 128,
     seed: int = 0,
+    train_size: int | None = None,
 ):
     """A trained inner-product faiss index holding ``embeddings`` [N, D] (row i = id i), with its search parameters
-    set; returns ``(index, description, search_parameters)``."""
+    set; returns ``(index, description, search_parameters)``. A kind that needs training (IVF, PQ) trains on
+    ``train_size`` rows drawn with ``seed`` (``None``: all of them; faiss itself subsamples to 256 per list)."""
     import faiss
 
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
@@ -81,8 +83,12 @@ def build_index(
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is not None:
             ivf.cp.seed = seed
+        sample = embeddings
+        if train_size is not None and train_size < len(embeddings):
+            rows = np.sort(np.random.default_rng(seed).choice(len(embeddings), train_size, replace=False))
+            sample = embeddings[rows]
         try:
-            index.train(embeddings)
+            index.train(sample)
         except RuntimeError as err:
             raise ValueError(f"faiss could not train '{description}' on {len(embeddings)} vectors: {err}") from err
     index.add(embeddings)
@@ -161,6 +167,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--ef_construction", type=int, default=80, help="HNSW candidate list size while adding")
     parser.add_argument("--ef_search", type=int, default=128, help="HNSW candidate list size while searching")
     parser.add_argument("--recall_sample", type=int, default=1000, help="queries of the recall@10 check")
+    parser.add_argument("--train_size", type=int, default=None, help="rows IVF/PQ train on; null: all")
     parser.add_argument("--seed", type=int, default=0, help="seed of IVF training and of the recall sample")
     return parser
 
@@ -187,6 +194,7 @@ def index_main(argv: list[str]) -> dict:
         cfg.ef_construction,
         cfg.ef_search,
         cfg.seed,
+        cfg.train_size,
     )
     role = view.parent.name
     meta = {

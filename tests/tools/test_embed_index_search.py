@@ -87,6 +87,13 @@ def test_recall_of_an_approximate_index_is_measured_on_the_splits_text_queries(e
     assert json.loads((tmp_path / "index.json").read_text(encoding="utf-8")) == meta
 
 
+def faiss_centroids(index) -> np.ndarray:
+    import faiss
+
+    quantizer = faiss.try_extract_index_ivf(index).quantizer
+    return quantizer.reconstruct_n(0, quantizer.ntotal)
+
+
 def test_approximate_indexes_report_their_recall_against_exact(tmp_path, capsys):
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((20, 16))
@@ -97,6 +104,11 @@ def test_approximate_indexes_report_their_recall_against_exact(tmp_path, capsys)
     every_list, description, parameters = build_index(vectors, "ivf", nlist=16, nprobe=16)
     assert (description, parameters) == ("IVF16,Flat", {"nprobe": 16})
     assert recall_against_exact(every_list, vectors, queries) == 1.0
+    subsampled, _, _ = build_index(vectors, "ivf", nlist=16, nprobe=16, train_size=800)
+    assert subsampled.ntotal == 4000 and recall_against_exact(subsampled, vectors, queries) == 1.0
+    assert not np.array_equal(
+        faiss_centroids(subsampled), faiss_centroids(build_index(vectors, "ivf", nlist=16, nprobe=16)[0])
+    )
     one_list, _, _ = build_index(vectors, "ivf", nlist=16, nprobe=1)
     found = one_list.search(queries, 10)[1]
     truth = exact_top_k(vectors, queries, 10)
