@@ -1,7 +1,7 @@
-"""Span utilities, Hungarian matching and the DETR grounding losses (spec grounding_methods §2).
+"""Generalised temporal IoU, Hungarian matching and the DETR grounding loss terms (spec grounding_methods §2).
 
 Spans are normalised to [0, 1]; (c, w) = (center, width), (s, e) = (start, end). Losses are pure functions of
-predictions, targets and matched indices; weights live in the method.
+predictions, targets and matched indices; their weights live in ``SetCriterion`` and the methods.
 """
 
 from __future__ import annotations
@@ -12,27 +12,10 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from leccr_lightning.data.grounding.spans import span_cxw_to_xx
+from leccr_lightning.metrics.grounding import temporal_iou
+
 Indices = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-def span_cxw_to_xx(cxw: torch.Tensor) -> torch.Tensor:
-    """(c, w) -> (c - w/2, c + w/2)."""
-    return torch.stack([cxw[..., 0] - 0.5 * cxw[..., 1], cxw[..., 0] + 0.5 * cxw[..., 1]], dim=-1)
-
-
-def span_xx_to_cxw(xx: torch.Tensor) -> torch.Tensor:
-    """(s, e) -> ((s + e)/2, e - s)."""
-    return torch.stack([(xx[..., 0] + xx[..., 1]) / 2, xx[..., 1] - xx[..., 0]], dim=-1)
-
-
-def temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross IoU [N, M] of (s, e) spans and the union [N, M]; union 0 gives IoU 0 (not NaN)."""
-    left = torch.maximum(spans1[:, None, 0], spans2[None, :, 0])
-    right = torch.minimum(spans1[:, None, 1], spans2[None, :, 1])
-    inter = (right - left).clamp(min=0)
-    union = (spans1[:, 1] - spans1[:, 0])[:, None] + (spans2[:, 1] - spans2[:, 0])[None, :] - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
-    return iou, union
 
 
 def generalized_temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> torch.Tensor:
@@ -42,13 +25,6 @@ def generalized_temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> torc
     right = torch.maximum(spans1[:, None, 1], spans2[None, :, 1])
     hull = (right - left).clamp(min=0)
     return iou - torch.where(hull > 0, (hull - union) / hull.clamp(min=1e-12), torch.zeros_like(hull))
-
-
-def temporal_iou_paired(spans1: torch.Tensor, spans2: torch.Tensor) -> torch.Tensor:
-    """Row-wise IoU [N] of (s, e) spans (the diagonal of ``temporal_iou``)."""
-    inter = (torch.minimum(spans1[:, 1], spans2[:, 1]) - torch.maximum(spans1[:, 0], spans2[:, 0])).clamp(min=0)
-    union = (spans1[:, 1] - spans1[:, 0]) + (spans2[:, 1] - spans2[:, 0]) - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
 
 @torch.no_grad()
@@ -168,9 +144,8 @@ def iou_quality_loss(
     targets: Sequence[torch.Tensor],
     bins: Sequence[float] = (0.3, 0.7),
 ) -> torch.Tensor:
-    """BAM-DETR-style quality loss (spec §3.3): |q_hat - IoU| for all queries, IoU = max over GT of tIoU of
-    the detached prediction, averaged inside IoU bins (<= 0.3, (0.3, 0.7], > 0.7), then over non-empty
-    bins."""
+    """BAM-DETR-style quality loss (spec §3.3): |q_hat - IoU| for all queries, IoU = max over GT of tIoU of the
+    detached prediction, averaged inside each IoU bin (<= 0.3, (0.3, 0.7], > 0.7), then over the non-empty bins."""
     target = iou_targets(pred_spans, targets)
     err = (quality - target).abs()
     low, high = bins

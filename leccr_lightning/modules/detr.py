@@ -1,10 +1,9 @@
 """The Moment-DETR / QD-DETR encoder-decoder stack (spec grounding_methods §1), without Lightning.
 
-Pieces: input projections (LN -> Dropout -> Linear -> ReLU blocks), the video sine position encoding,
-post-norm
-encoder layers (positions added to queries and keys only), the T2V cross-attention encoder of QD-DETR with a
-global token, and a decoder that runs either on learned query embeddings (Moment-DETR) or on (c, w) anchors
-refined layer by layer in inverse-sigmoid space (DAB-DETR / QD-DETR), returning every layer's outputs.
+Pieces: input projections (LN -> Dropout -> Linear -> ReLU blocks), the video sine position encoding, post-norm
+encoder layers (positions added to queries and keys only), the T2V cross-attention encoder of QD-DETR with a global
+token, and a decoder that runs either on learned query embeddings (Moment-DETR) or on (c, w) anchors refined layer
+by layer in inverse-sigmoid space (DAB-DETR / QD-DETR), returning every layer's outputs.
 """
 
 from __future__ import annotations
@@ -91,7 +90,7 @@ class EncoderLayer(nn.Module):
         return self.ffn(x)
 
 
-class CrossAttentionLayer(nn.Module):
+class DETRCrossAttentionLayer(nn.Module):
     """Post-norm cross-attention layer (QD-DETR T2V): ``x`` attends to ``memory``, then an FFN."""
 
     def __init__(self, d: int, heads: int, ffn_dim: int, dropout: float) -> None:
@@ -113,7 +112,7 @@ class DecoderLayer(nn.Module):
     def __init__(self, d: int, heads: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True)
-        self.cross = CrossAttentionLayer(d, heads, ffn_dim, dropout)
+        self.cross = DETRCrossAttentionLayer(d, heads, ffn_dim, dropout)
         self.drop, self.norm = nn.Dropout(dropout), nn.LayerNorm(d)
 
     def forward(
@@ -130,8 +129,7 @@ class DecoderLayer(nn.Module):
 
 
 class JointEncoder(nn.Module):
-    """Moment-DETR encoder: self-attention over [video; text] with a joint padding mask, zero text
-    positions."""
+    """Moment-DETR encoder: self-attention over [video; text] with a joint padding mask, zero text positions."""
 
     def __init__(self, d: int, heads: int, layers: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
@@ -148,12 +146,12 @@ class JointEncoder(nn.Module):
 
 
 class T2VEncoder(nn.Module):
-    """QD-DETR encoder: ``t2v_layers`` video-to-text cross-attention layers, then self-attention over
-    [global token; video] (§1.2). Text tokens are dropped after the T2V stage."""
+    """QD-DETR encoder: ``t2v_layers`` video-to-text cross-attention layers, then self-attention over [global
+    token; video] (§1.2). Text tokens are dropped after the T2V stage."""
 
     def __init__(self, d: int, heads: int, t2v_layers: int, layers: int, ffn_dim: int, dropout: float) -> None:
         super().__init__()
-        self.t2v = nn.ModuleList(CrossAttentionLayer(d, heads, ffn_dim, dropout) for _ in range(t2v_layers))
+        self.t2v = nn.ModuleList(DETRCrossAttentionLayer(d, heads, ffn_dim, dropout) for _ in range(t2v_layers))
         self.layers = nn.ModuleList(EncoderLayer(d, heads, ffn_dim, dropout) for _ in range(layers))
         self.global_token = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.global_pos = nn.Parameter(torch.zeros(1, 1, d))
@@ -176,11 +174,11 @@ class SpanDecoder(nn.Module):
     """DETR decoder over ``num_queries`` queries; returns per-layer hidden states [L, B, Q, d] and spans.
 
     ``anchor_mode=False`` (Moment-DETR): learned query positions, spans = sigmoid(span_head(h)).
-    ``anchor_mode=True`` (DAB / QD-DETR): the caller passes unsigmoided (c, w) anchors [B, Q, 2]; each layer
-    uses MLP(sine(anchor)) as query position, predicts a delta, and the anchor becomes
-    sigmoid(delta + inverse_sigmoid(anchor)), detached before the next layer (with ``refine=False`` every
-    layer keeps the input anchors as its reference). ``extra_pos`` [B, Q, d] is
-    added to every layer's query positions (RGTR's static anchors).
+    ``anchor_mode=True`` (DAB / QD-DETR): the caller passes unsigmoided (c, w) anchors [B, Q, 2]; each layer uses
+    MLP(sine(anchor)) as query position, predicts a delta, and the anchor becomes
+    sigmoid(delta + inverse_sigmoid(anchor)), detached before the next layer (with ``refine=False`` every layer
+    keeps the input anchors as its reference). ``extra_pos`` [B, Q, d], RGTR's static anchors, is added to every
+    layer's query positions.
     """
 
     def __init__(

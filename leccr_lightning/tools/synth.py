@@ -26,7 +26,7 @@ def synth_main(argv: list[str]) -> str:
     """Parse ``argv`` and write the collection; prints and returns its folder."""
     cfg = build_parser().parse_args(argv)
     if cfg.task == "grounding":
-        from leccr_lightning.data.grounding_synthetic import write_grounding_collection
+        from leccr_lightning.data.grounding.synthetic import write_grounding_collection
 
         folder = write_grounding_collection(cfg.out, seed=cfg.seed)
     else:

@@ -10,19 +10,17 @@ import pytest
 import torch
 
 from leccr_lightning.data.errors import DataFormatError
-from leccr_lightning.data.grounding import (
-    GroundingDataModule,
+from leccr_lightning.data.grounding.anchors import kmeans_spans, normalised_spans
+from leccr_lightning.data.grounding.annotations import (
     GroundingRecord,
-    clip_saliency,
-    kmeans_spans,
-    normalised_spans,
     read_annotations,
     read_charades_sta,
     read_qvhighlights,
     read_tacos,
-    sample_saliency_pairs,
 )
-from leccr_lightning.data.grounding_synthetic import write_grounding_collection
+from leccr_lightning.data.grounding.datamodule import GroundingDataModule
+from leccr_lightning.data.grounding.saliency import clip_saliency, sample_saliency_pairs
+from leccr_lightning.data.grounding.synthetic import write_grounding_collection
 from leccr_lightning.tools.anchors import compute_anchors
 
 
@@ -163,7 +161,7 @@ def test_kmeans_anchors_deterministic(collection: Path, tmp_path: Path) -> None:
     path = compute_anchors(collection / "annotations/highlight_train_release.jsonl", tmp_path / "a.json", k=4)
     saved = json.loads(path.read_text())
     assert saved["k"] == 4 and np.allclose(saved["anchors"], kmeans_spans(spans, 4, seed=0))
-    with pytest.raises(ValueError, match="at least k=10"):
+    with pytest.raises(ValueError, match="at least k=10 distinct"):
         kmeans_spans(spans[:3], 10)
 
 

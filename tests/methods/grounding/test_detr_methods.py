@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -14,13 +15,13 @@ import torch
 import yaml
 
 from leccr_lightning.callbacks.grounding_writer import GroundingPredictionWriter
-from leccr_lightning.data.grounding import GroundingDataModule
-from leccr_lightning.data.grounding_synthetic import write_grounding_collection
-from leccr_lightning.methods.cdnet import CDNet
-from leccr_lightning.methods.grounding_base import GroundingDETRBase, postprocess_windows, temporal_nms
-from leccr_lightning.methods.moment_detr import MomentDETR
-from leccr_lightning.methods.qd_detr import QDDETR
-from leccr_lightning.methods.rgtr import RGTR
+from leccr_lightning.data.grounding.datamodule import GroundingDataModule
+from leccr_lightning.data.grounding.synthetic import write_grounding_collection
+from leccr_lightning.methods.grounding.base import postprocess_windows, temporal_nms
+from leccr_lightning.methods.grounding.cdnet import CDNet
+from leccr_lightning.methods.grounding.moment_detr import MomentDETR
+from leccr_lightning.methods.grounding.qd_detr import QDDETR
+from leccr_lightning.methods.grounding.rgtr import RGTR
 from leccr_lightning.metrics.grounding import grounding_report
 from tests.helpers import EXPERIMENTS
 
@@ -29,8 +30,8 @@ TINY = {
     "nheads": 4,
     "dim_feedforward": 64,
     "input_dropout": 0.1,
-    "lr": 3e-3,
-    "lr_drop": 1000,
+    "optimizer": partial(torch.optim.AdamW, lr=3e-3, weight_decay=1e-4),
+    "scheduler": partial(torch.optim.lr_scheduler.StepLR, step_size=1000, gamma=0.1),
 }
 
 
@@ -81,7 +82,7 @@ def _trainer(root: Path, epochs: int) -> L.Trainer:
     )
 
 
-def _shuffled_queries(model: GroundingDETRBase, monkeypatch: pytest.MonkeyPatch) -> None:
+def _shuffled_queries(model: L.LightningModule, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``model`` see every video with its batch neighbour's query (a query-dependence probe)."""
     forward = model.forward
 
@@ -137,7 +138,7 @@ def test_cli_fit_test_then_predict_writer(synthetic: Path, tmp_path: Path, monke
     monkeypatch.setattr(sys, "argv", ["leccr"])
     common = [
         "--config",
-        "configs/experiments/moment_detr/tiny.yaml",
+        str(EXPERIMENTS / "moment_detr" / "tiny.yaml"),
         "--data.init_args.root",
         str(synthetic),
         "--trainer.default_root_dir",
@@ -177,12 +178,17 @@ def test_cli_fit_test_then_predict_writer(synthetic: Path, tmp_path: Path, monke
 @pytest.mark.parametrize("method", [MomentDETR, QDDETR, RGTR, CDNet])
 def test_every_constructor_argument_is_recorded(method) -> None:
     model = method(visual_dim=10, text_dim=6, hidden_dim=16, nheads=2, dim_feedforward=32, eos_coef=0.2)
-    names = set(inspect.signature(GroundingDETRBase.__init__).parameters) | set(
-        inspect.signature(method.__init__).parameters
-    )
-    names -= {"self", "base_kwargs"}
+    names = {
+        name
+        for cls in method.__mro__
+        if "__init__" in vars(cls) and cls.__module__.startswith("leccr_lightning.methods.grounding")
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if parameter.kind is not inspect.Parameter.VAR_KEYWORD
+    }
+    names -= {"self", "optimizer", "scheduler"}  # factories, kept out of the hyper-parameters
     assert set(model.hparams) == names
-    assert model.hparams.eos_coef == 0.2 and model.eos_coef == 0.2 and model.hparams.lr == 1e-4
+    assert model.hparams.eos_coef == 0.2 and model.criterion.eos_coef == 0.2 and model.hparams.no_decay_keys == ()
+    assert model.hparams.gradient_clip_norm == 0.1
     assert model.hparams.visual_dim == 10 and model.hparams.nheads == 2
     rebuilt = method(**model.hparams)
     rebuilt.load_state_dict(model.state_dict())
@@ -203,6 +209,13 @@ def test_grounding_recipes_exist() -> None:
             assert f"{method}/{recipe}.yaml" in GROUNDING_CONFIGS
 
 
+def _holds(resolved, written) -> bool:
+    """Every value ``written`` in a config is in the ``resolved`` one (nested dicts compared key by key)."""
+    if isinstance(written, dict):
+        return isinstance(resolved, dict) and all(k in resolved and _holds(resolved[k], v) for k, v in written.items())
+    return resolved == written
+
+
 @pytest.mark.parametrize("config", GROUNDING_CONFIGS)
 def test_print_config_lists_base_arguments(config: str, capsys: pytest.CaptureFixture) -> None:
     from leccr_lightning.cli import lightning_main
@@ -214,8 +227,8 @@ def test_print_config_lists_base_arguments(config: str, capsys: pytest.CaptureFi
     init_args = printed["model"]["init_args"]
     written = yaml.safe_load((EXPERIMENTS / config).read_text())["model"]["init_args"]
     assert init_args["label_loss_coef"] == 3.5
-    assert all(init_args[name] == value for name, value in written.items())  # base and method arguments alike
-    for name in ("span_loss_coef", "lr_drop", "max_ts", "text_model", "text_dim", "num_queries", "dec_layers"):
+    assert _holds(init_args, written)  # base and method arguments alike
+    for name in ("span_loss_coef", "scheduler", "max_ts", "text_model", "text_dim", "num_queries", "dec_layers"):
         assert name in init_args, name
 
 
@@ -270,7 +283,7 @@ def test_text_encoder_config_learns_from_raw_queries(synthetic: Path, tmp_path: 
     from leccr_lightning.cli import lightning_main
 
     def run(subcommand: str, out: Path, *extra: str) -> dict[str, float]:
-        args = [subcommand, "--config", "configs/experiments/moment_detr/tiny_text_encoder.yaml"]
+        args = [subcommand, "--config", str(EXPERIMENTS / "moment_detr" / "tiny_text_encoder.yaml")]
         args += ["--data.init_args.root", str(synthetic), "--trainer.default_root_dir", str(out)]
         cli = lightning_main([*args, "--trainer.logger.init_args.save_dir", str(out), *extra])
         assert cli.model.text_encoder is not None and cli.datamodule.text is None

@@ -1,8 +1,9 @@
 """Moment-DETR (Lei et al., NeurIPS 2021), the grounding baseline; spec grounding_methods §1.1, §2.
 
-Video and text features are projected to ``hidden_dim``, encoded jointly ([video; text], sine positions on
-the video, none on the text), and decoded by ``num_queries`` learned queries into (c, w) spans and
-foreground/background logits; a linear saliency head scores the video part of the encoder memory.
+Video and text features are projected to ``hidden_dim``, encoded jointly ([video; text], sine positions on the
+video, none on the text), and decoded by ``num_queries`` learned queries into (c, w) spans and
+foreground/background logits; a linear saliency head scores the video part of the encoder memory. The loss is the
+base's set criterion (matched span L1 + gIoU, foreground CE, saliency hinge).
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from typing import Any
 
 from torch import nn
 
-from leccr_lightning.methods.grounding_base import GroundingDETRBase
+from leccr_lightning.methods.grounding.base import GroundingDETRBase
 from leccr_lightning.modules.detr import JointEncoder, SpanDecoder
 
 
 class MomentDETR(GroundingDETRBase):
     """Joint-encoder DETR with learned queries; defaults are the released QVHighlights config (§1.1).
 
-    The input (``visual_dim``, ``text_dim`` or ``text_model``, ``hidden_dim``, ...), loss, matching, optimiser
-    and post-processing arguments are ``GroundingDETRBase``'s, passed through ``base_kwargs``.
+    The input (``visual_dim``, ``text_dim`` or ``text_model``, ``hidden_dim``, ...), loss, matching, optimiser and
+    post-processing arguments are ``GroundingDETRBase``'s, passed through ``base_kwargs``.
     """
 
     def __init__(
