@@ -1,14 +1,17 @@
 """The grounding DataModule: train/val/test/predict splits of QVHighlights, Charades-STA or TACoS (spec §5).
 
 Queries come as precomputed token features (one file per query, ``qid{qid}.npz``, key ``last_hidden_state``), as
-query text tokenised for a Hugging Face text encoder in the model (``tokenizer``), or both.
+query text tokenised for a Hugging Face text encoder in the model (``tokenizer``), or both. The random training
+targets are drawn per epoch in ``on_before_batch_transfer`` (``saliency.draw_training_targets``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from functools import cached_property, partial
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -16,6 +19,7 @@ from torch.utils.data import DataLoader
 from leccr_lightning.data.grounding.annotations import GroundingRecord, read_annotations
 from leccr_lightning.data.grounding.dataset import GroundingDataset, collate_grounding
 from leccr_lightning.data.grounding.features import ClipFeatures, QueryFeatures
+from leccr_lightning.data.grounding.saliency import draw_training_targets
 from leccr_lightning.data.text import TokenizedTexts, load_or_train_tokenizer
 
 
@@ -31,6 +35,13 @@ class GroundingDataModule(L.LightningDataModule):
     ``max_q_l`` tokens with the special ones) for a text encoder in the model: ``"train"`` is a WordPiece of
     ``tokenizer_vocab_size`` trained on the training queries and cached in ``<root>/cache`` (shared by every
     later run), or a local tokenizer directory. ``vocab_size`` is then linked into the model.
+
+    Targets: ``span_normaliser`` divides the GT windows by the annotated duration (``"duration"``, the default:
+    inference multiplies by it) or by the feature length n_clips * clip_len (``"features"``, the official
+    normaliser, start_end_dataset.py:164). In training each query keeps ``max_windows`` randomly chosen windows and
+    gets its hinge pairs from a generator seeded by (``saliency_seed``, epoch, query index); ``saliency_seed=None``
+    takes the run's ``seed_everything`` seed (``PL_GLOBAL_SEED``), so a resumed run draws what an uninterrupted
+    one does.
     """
 
     def __init__(
@@ -56,6 +67,8 @@ class GroundingDataModule(L.LightningDataModule):
         tokenizer: str | None = None,
         tokenizer_vocab_size: int = 2000,
         max_windows: int = 5,
+        span_normaliser: str = "duration",
+        saliency_seed: int | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -129,9 +142,22 @@ class GroundingDataModule(L.LightningDataModule):
             if self.tokenizer is not None:
                 tokens = TokenizedTexts(self.tokenizer, [r.query for r in records], hp.max_q_l)
             self.datasets[split] = GroundingDataset(
-                records, self.video, self.text, hp.clip_len, hp.max_windows, train=split == "fit", tokens=tokens
+                records, self.video, self.text, hp.clip_len, tokens=tokens, span_normaliser=hp.span_normaliser
             )
         return self.datasets[split]
+
+    @property
+    def sampling_seed(self) -> int:
+        """Seed of the per-epoch training draws: ``saliency_seed``, else the run's ``seed_everything`` seed."""
+        seed = self.hparams.saliency_seed
+        return int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """In training, draw the batch's random targets for the current epoch (window subset, hinge pairs)."""
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            return draw_training_targets(batch, self.sampling_seed, trainer.current_epoch, self.hparams.max_windows)
+        return batch
 
     def _durations(self) -> list[Path] | None:
         files = self.hparams.durations_file

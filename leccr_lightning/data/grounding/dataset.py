@@ -1,7 +1,10 @@
 """The query-level grounding Dataset and its collate function (spec grounding_methods §5.4).
 
-Span targets are the GT windows divided by the annotated duration; inference multiplies by the same duration (one
-normaliser for both, §1.1).
+Span targets are every GT window as normalised (c, w), divided either by the annotated duration (the
+``"duration"`` normaliser, which inference multiplies by, §1.1) or, as upstream, by the feature length
+n_clips * clip_len (``"features"``, moment_detr/start_end_dataset.py:164). Items hold no random draw: the training
+targets that upstream draws in the dataset (window subset, hinge pairs) are drawn per epoch by
+``saliency.draw_training_targets``.
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ from torch.utils.data import Dataset
 
 from leccr_lightning.data.grounding.annotations import GroundingRecord
 from leccr_lightning.data.grounding.features import ClipFeatures, QueryFeatures
-from leccr_lightning.data.grounding.saliency import clip_saliency, sample_saliency_pairs
+from leccr_lightning.data.grounding.saliency import saliency_labels
 from leccr_lightning.data.grounding.spans import span_xx_to_cxw
 from leccr_lightning.data.text import TokenizedTexts
 
+SPAN_NORMALISERS = ("duration", "features")
+
 
 class GroundingDataset(Dataset):
-    """Query-level items: clip features, query token features (when ``text`` is given), normalised (c, w) targets,
-    saliency labels. ``tokens`` holds the split's queries tokenised once (row = item index); the collate function
-    pads them per batch."""
+    """Query-level items: clip features, query token features (when ``text`` is given), every GT window as
+    normalised (c, w), the clips' saliency labels, relevant clips and hard pair. ``tokens`` holds the split's
+    queries tokenised once (row = item index); the collate function pads them per batch."""
 
     def __init__(
         self,
@@ -30,13 +35,14 @@ class GroundingDataset(Dataset):
         video: ClipFeatures,
         text: QueryFeatures | None,
         clip_len: float = 2.0,
-        max_windows: int = 5,
-        train: bool = False,
         tokens: TokenizedTexts | None = None,
+        span_normaliser: str = "duration",
     ) -> None:
+        if span_normaliser not in SPAN_NORMALISERS:
+            raise ValueError(f"span_normaliser must be one of {SPAN_NORMALISERS}, got {span_normaliser!r}")
         self.records = list(records)
         self.video, self.text, self.tokens = video, text, tokens
-        self.clip_len, self.max_windows, self.train = clip_len, max_windows, train
+        self.clip_len, self.span_normaliser = clip_len, span_normaliser
 
     def __len__(self) -> int:
         return len(self.records)
@@ -48,21 +54,19 @@ class GroundingDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         rec = self.records[index]
         visual = torch.from_numpy(self.video.load(rec.vid, rec.qid))
-        windows = torch.from_numpy(rec.windows).float()
-        if self.train and len(windows) > self.max_windows:  # §5.1: shuffle and keep max_windows in training
-            windows = windows[torch.randperm(len(windows))[: self.max_windows]]
-        saliency = clip_saliency(rec, len(visual), self.clip_len)
-        pos, neg = sample_saliency_pairs(saliency)
+        n_clips = len(visual)
+        normaliser = rec.duration if self.span_normaliser == "duration" else n_clips * self.clip_len
+        labels = saliency_labels(rec, n_clips, self.clip_len)
         item = {
             "index": index,
             "qid": rec.qid,
             "vid": rec.vid,
             "duration": rec.duration,
             "visual": visual,
-            "spans": span_xx_to_cxw(windows / rec.duration).clamp(0.0, 1.0),
-            "saliency": torch.from_numpy(saliency),
-            "saliency_pos": torch.tensor(pos),
-            "saliency_neg": torch.tensor(neg),
+            "spans": span_xx_to_cxw(torch.from_numpy(rec.windows).float() / normaliser),
+            "saliency": torch.from_numpy(labels.labels),
+            "relevant": torch.from_numpy(labels.relevant),
+            "hard_pairs": torch.tensor([labels.hard_pos, labels.hard_neg]),
         }
         if self.text is not None:
             item["text"] = torch.from_numpy(self.text.load(rec.qid))
@@ -82,18 +86,17 @@ def pad_sequences(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
 
 def collate_grounding(items: Sequence[dict[str, Any]], tokens: TokenizedTexts | None = None) -> dict[str, Any]:
     """Batch: ``visual`` [B, T, Dv] + ``visual_mask``, ``spans`` (list of [N_i, 2] normalised (c, w)),
-    ``saliency`` [B, T], ``saliency_pos``/``saliency_neg`` [B, 2], ``index`` [B], ``duration`` [B],
+    ``saliency`` [B, T] labels, ``relevant`` [B, T], ``hard_pairs`` [B, 2], ``index`` [B], ``duration`` [B],
     ``qid``/``vid`` lists; ``text`` [B, Lq, Dt] + ``text_mask`` when the items carry token features, and
     ``tokens`` = {``input_ids``, ``attention_mask``} [B, L] (rows ``index`` of ``tokens``) when given."""
     visual, visual_mask = pad_sequences([it["visual"] for it in items])
-    saliency, _ = pad_sequences([it["saliency"] for it in items])
     batch = {
         "visual": visual,
         "visual_mask": visual_mask,
         "spans": [it["spans"] for it in items],
-        "saliency": saliency,
-        "saliency_pos": torch.stack([it["saliency_pos"] for it in items]),
-        "saliency_neg": torch.stack([it["saliency_neg"] for it in items]),
+        "saliency": pad_sequences([it["saliency"] for it in items])[0],
+        "relevant": pad_sequences([it["relevant"] for it in items])[0],
+        "hard_pairs": torch.stack([it["hard_pairs"] for it in items]),
         "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
         "duration": torch.tensor([it["duration"] for it in items], dtype=torch.float64),
         "qid": [it["qid"] for it in items],

@@ -2,7 +2,7 @@
 
 Video features are one ``{vid}.npz`` (key ``features``) or ``{vid}.npy`` per video and folder; the folders are cut
 to the shortest stream, each L2-normalised per row and concatenated, then the temporal endpoint feature
-[t/L, (t+1)/L] is appended. Query token features are one file per query (``qid{qid}.npz``, key
+[t/L, t/L + 1/L] is appended. Query token features are one file per query (``qid{qid}.npz``, key
 ``last_hidden_state``). Errors name the file and the video or query id.
 """
 
@@ -49,9 +49,10 @@ def first_row_width(folder: Path, key: str, what: str) -> int:
 
 
 def temporal_endpoint_feature(length: int) -> np.ndarray:
-    """TEF rows [t / L, (t + 1) / L] for t = 0..L-1 (§1.1, ``ctx_mode=video_tef``)."""
-    t = np.arange(length, dtype=np.float32)[:, None]
-    return np.concatenate([t / length, (t + 1) / length], axis=1)
+    """TEF rows [t / L, t / L + 1 / L] for t = 0..L-1 in float32, summed in that order as upstream
+    (moment_detr/start_end_dataset.py:84-87; §1.1, ``ctx_mode=video_tef``)."""
+    start = np.arange(length, dtype=np.float32)[:, None] / length
+    return np.concatenate([start, start + 1.0 / length], axis=1)
 
 
 class ClipFeatures:

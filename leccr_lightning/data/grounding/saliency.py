@@ -1,46 +1,110 @@
-"""Per-clip saliency labels and the clip pairs of the saliency hinge loss (spec grounding_methods §2.3)."""
+"""Saliency labels of a query's clips and the clip pairs of the saliency hinge loss (spec grounding_methods §2.3).
+
+Two kinds of labels, as upstream:
+- QVHighlights (jayleicn/moment_detr:moment_detr/start_end_dataset.py:119-152, QD-DETR's ``get_saliency_labels_all``
+  qd_detr/start_end_dataset.py:180-224): the relevant clips are ``relevant_clip_ids``; a clip's label is its summed
+  annotator scores (0-12). Hard pair = (highest-scored, lowest-scored) relevant clip, ties resolved as a stable
+  ascending argsort does (the last of the highest, the first of the lowest), which is what upstream's
+  ``np.argsort`` under its numpy 1.17.4 does for up to 16 relevant clips; easy pair = (a random relevant clip, a
+  random clip outside ``relevant_clip_ids``), or the hard pair again when no clip lies outside.
+- Window-only annotations (Charades-STA, TACoS; qd_detr/start_end_dataset.py:124-142): the clips
+  [int(s / clip_len), min(int(e / clip_len), n_clips) - 1] of each window are relevant with label 1; the pairs are
+  2 distinct random clips inside and 2 distinct random clips outside.
+
+The random draws come from a generator seeded by (seed, epoch, dataset index) (``draw_training_targets``), so they
+do not depend on workers, batch composition or where a run was resumed.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from leccr_lightning.data.grounding.annotations import GroundingRecord
 
+NO_HARD_PAIR = -1
 
-def clip_saliency(record: GroundingRecord, n_clips: int, clip_len: float) -> np.ndarray:
-    """Per-clip saliency [n_clips]: the 3 annotator scores summed (0-12) for QVHighlights (§2.3); without
-    annotations, 1 for clips overlapping a GT window (clip k covers [k * clip_len, (k + 1) * clip_len))."""
-    out = np.zeros(n_clips, dtype=np.float32)
-    if record.saliency_scores is not None and record.relevant_clip_ids is not None:
+
+@dataclass
+class SaliencyLabels:
+    """A query's per-clip labels [T] (rank labels of QD-DETR), relevant clips [T] and hard pair (-1: none)."""
+
+    labels: np.ndarray
+    relevant: np.ndarray
+    hard_pos: int = NO_HARD_PAIR
+    hard_neg: int = NO_HARD_PAIR
+
+
+def window_clips(start: float, end: float, n_clips: int, clip_len: float) -> tuple[int, int]:
+    """First and last (inclusive) clip of a window as upstream counts them (qd_detr/start_end_dataset.py:125-128)."""
+    last = max(0, min(int(end / clip_len), n_clips) - 1)
+    return min(int(start / clip_len), last), last
+
+
+def saliency_labels(record: GroundingRecord, n_clips: int, clip_len: float) -> SaliencyLabels:
+    """The labels of ``record``'s ``n_clips`` clips: annotated scores when present, else its windows."""
+    labels = np.zeros(n_clips, dtype=np.float32)
+    relevant = np.zeros(n_clips, dtype=bool)
+    if record.saliency_scores is not None and record.relevant_clip_ids is not None and record.relevant_clip_ids:
         ids = np.asarray(record.relevant_clip_ids, dtype=int)
-        keep = ids < n_clips
-        out[ids[keep]] = record.saliency_scores.sum(axis=1)[keep]
-        return out
-    for st, ed in record.windows:
-        first = int(st // clip_len)
-        last = min(int(np.ceil(ed / clip_len)), n_clips)
-        out[first:last] = 1.0
-    return out
+        scores = record.saliency_scores.sum(axis=1)
+        keep = ids < n_clips  # a clip id past the features (a video a row short) has no clip to label
+        labels[ids[keep]], relevant[ids[keep]] = scores[keep], True
+        order = np.argsort(scores, kind="stable")  # ascending; upstream np.argsort (start_end_dataset.py:132)
+        last = n_clips - 1
+        return SaliencyLabels(labels, relevant, min(int(ids[order[-1]]), last), min(int(ids[order[0]]), last))
+    for start, end in record.windows:
+        first, last = window_clips(start, end, n_clips, clip_len)
+        labels[first : last + 1], relevant[first : last + 1] = 1.0, True
+    return SaliencyLabels(labels, relevant)
 
 
-def sample_saliency_pairs(saliency: np.ndarray, generator: torch.Generator | None = None) -> tuple[list, list]:
-    """Two positive and two negative clip indices for the hinge loss (§2.3).
+def draw_saliency_pairs(
+    relevant: np.ndarray, hard_pos: int, hard_neg: int, rng: np.random.Generator
+) -> tuple[list[int], list[int]]:
+    """Two positive and two negative clips for the hinge loss (module docstring).
 
-    Positives: the highest-scored relevant clip and a random relevant clip; negatives: the lowest-scored relevant
-    clip (inside the moment) and a random clip outside. Without an outside pool the lowest relevant clip is used
-    twice; without relevant clips random clips are drawn.
+    Degenerate cases, where upstream fails: without an outside clip (a window-only query covering the video) or a
+    relevant one, the pairs repeat what exists (positives stand in for missing negatives), so the hinge is a constant.
     """
-    relevant = np.flatnonzero(saliency > 0)
-    outside = np.flatnonzero(saliency <= 0)
+    inside = np.flatnonzero(relevant)
+    outside = np.flatnonzero(~relevant)
+    if hard_pos != NO_HARD_PAIR:
+        if len(outside) == 0:
+            return [hard_pos, hard_pos], [hard_neg, hard_neg]
+        return [hard_pos, int(rng.choice(inside))], [hard_neg, int(rng.choice(outside))]
+    if len(inside) == 0:
+        return [0, 0], [0, 0]
+    pos = [int(c) for c in rng.choice(inside, 2, replace=False)] if len(inside) > 1 else [int(inside[0])] * 2
+    if len(outside) == 0:
+        return pos, list(pos)
+    neg = [int(c) for c in rng.choice(outside, 2, replace=False)] if len(outside) > 1 else [int(outside[0])] * 2
+    return pos, neg
 
-    def pick(pool: np.ndarray) -> int:
-        return int(pool[torch.randint(len(pool), (1,), generator=generator).item()])
 
-    if len(relevant) == 0:
-        everything = np.arange(len(saliency))
-        return [pick(everything), pick(everything)], [pick(everything), pick(everything)]
-    hard_pos = int(relevant[np.argmax(saliency[relevant])])
-    hard_neg = int(relevant[np.argmin(saliency[relevant])])
-    easy_neg = pick(outside) if len(outside) else hard_neg
-    return [hard_pos, pick(relevant)], [hard_neg, easy_neg]
+def draw_training_targets(batch: Mapping[str, Any], seed: int, epoch: int, max_windows: int) -> dict[str, Any]:
+    """The training batch with its random targets, drawn per query from ``np.random.default_rng([seed, epoch,
+    index])``: ``spans`` cut to ``max_windows`` randomly chosen GT windows (§5.1, start_end_dataset.py:160-162) and
+    the hinge pairs ``saliency_pos``/``saliency_neg`` [B, 2]."""
+    spans, positives, negatives = [], [], []
+    lengths = batch["visual_mask"].sum(1).tolist()
+    for b, index in enumerate(batch["index"].tolist()):
+        rng = np.random.default_rng([seed, epoch, index])
+        windows = batch["spans"][b]
+        if len(windows) > max_windows:
+            windows = windows[torch.from_numpy(rng.permutation(len(windows))[:max_windows])]
+        spans.append(windows)
+        hard_pos, hard_neg = batch["hard_pairs"][b].tolist()
+        pos, neg = draw_saliency_pairs(batch["relevant"][b, : lengths[b]].numpy(), hard_pos, hard_neg, rng)
+        positives.append(pos)
+        negatives.append(neg)
+    return {
+        **batch,
+        "spans": spans,
+        "saliency_pos": torch.tensor(positives, dtype=torch.long),
+        "saliency_neg": torch.tensor(negatives, dtype=torch.long),
+    }

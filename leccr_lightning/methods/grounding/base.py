@@ -92,6 +92,9 @@ class GroundingDETRBase(MethodBase):
     QD-DETR (§2.1-2.2, ``SetCriterion``); optimisation to the QVHighlights recipe (§2.4): ``optimizer`` AdamW(1e-4,
     weight decay 1e-4), ``scheduler`` StepLR(400, 0.1), ``no_decay_keys=()`` (the official code decays every
     parameter), ``gradient_clip_norm=0.1``; post-processing to QVHighlights (clamp 150 s, 2-s rounding, no NMS).
+    ``saliency_fp16`` rounds the predicted saliency to float16 before it is scored or written, as the official
+    inference does (moment_detr/inference.py:105, qd_detr/inference.py:196; the rounding creates ties that move
+    the highlight metrics slightly); off by default, on in the paper recipes.
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class GroundingDETRBase(MethodBase):
         pp_clip_len: float = 2.0,
         nms_threshold: float = -1.0,
         metric_clip_len: float = 2.0,
+        saliency_fp16: bool = False,
         optimizer: OptimizerCallable = detr_adamw,
         scheduler: LRSchedulerCallable | None = detr_step_lr,
         scheduler_interval: str = "epoch",
@@ -158,7 +162,7 @@ class GroundingDETRBase(MethodBase):
         )
         self.loss_weights: dict[str, float] = self.criterion.weights
         self.max_ts, self.pp_clip_len, self.nms_threshold = max_ts, pp_clip_len, nms_threshold
-        self.metric_clip_len = metric_clip_len
+        self.metric_clip_len, self.saliency_fp16 = metric_clip_len, saliency_fp16
         self._metrics: dict[str, GroundingMetric] = {}
 
     # --- inputs -----------------------------------------------------------------------------------------------
@@ -219,12 +223,13 @@ class GroundingDETRBase(MethodBase):
         scores = self.scores(outputs)
         spans = outputs["spans"][-1]
         lengths = batch["visual_mask"].sum(1).tolist()
+        saliency = outputs["saliency"].half() if self.saliency_fp16 else outputs["saliency"]
         out = []
         for b, duration in enumerate(batch["duration"].tolist()):
             windows = postprocess_windows(
                 spans[b], scores[b], duration, self.max_ts, self.pp_clip_len, self.nms_threshold
             )
-            out.append({"windows": windows, "saliency": outputs["saliency"][b, : lengths[b]].double()})
+            out.append({"windows": windows, "saliency": saliency[b, : lengths[b]].double()})
         return out
 
     def _start_eval(self, stage: str, loader: Any) -> None:

@@ -29,12 +29,21 @@ from leccr_lightning.modules.pooling import masked_mean
 class CDNet(QDDETR):
     """QSD + CDD in front of the QD-DETR encoder and anchor decoder.
 
-    Reconstructed choices [recon], with defaults: ``fine_pooling="max"`` (word->clip), ``num_offsets=4``,
-    ``max_offset=4.0`` clips, ``qsd_temperature=0.07`` for both contrastive losses (InfoNCE over the clips of every
-    video in the batch; positives = the clips inside the query's GT window), ``lw_qsd_global=1.0``,
-    ``lw_qsd_fine=1.0``, ``lw_qsd_bce=1.0`` (BCE of alpha against clip-in-window labels). The QD-DETR arguments
-    (``nheads``, ``t2v_layers``, ..., ``rank_tau``) and the input, loss, matching, optimiser and post-processing
-    arguments of ``GroundingDETRBase`` pass through ``qd_kwargs``.
+    The QD-DETR arguments (``nheads``, ``t2v_layers``, ..., ``rank_tau``) and the input, loss, matching, optimiser
+    and post-processing arguments of ``GroundingDETRBase`` pass through ``qd_kwargs``.
+
+    Differences from the official code: there is none to compare with. The reconstructed choices [recon], each a
+    named argument with its default:
+
+    - ``fine_pooling="max"``: the word-to-clip correlation f_i is the max over words (``"lse"``: a log-sum-exp with
+      temperature 0.1);
+    - ``num_offsets=4`` sampling offsets per clip, at most ``max_offset=4.0`` clips away;
+    - ``qsd_temperature=0.07`` for both contrastive losses, each an InfoNCE of a query over the valid clips of every
+      video in the batch whose positives are the query's own relevant clips (``relevant_clip_ids``, or the clips
+      inside its GT window);
+    - ``lw_qsd_global=1.0``, ``lw_qsd_fine=1.0`` and ``lw_qsd_bce=1.0`` (BCE of alpha against the relevant clips);
+    - QSD and CDD run before the QD-DETR encoder, on the projected inputs, in both the matched and the mismatched
+      pass; everything after them is QD-DETR, with its differences from wjun0830/QD-DETR (``QDDETR``).
     """
 
     def __init__(
@@ -66,8 +75,7 @@ class CDNet(QDDETR):
 
     def extra_losses(self, batch: dict[str, Any], outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """QSD's dual-level contrastive losses and alpha BCE, plus QD-DETR's saliency terms."""
-        mask = batch["visual_mask"]
-        inside = batch["saliency"] > 0
+        mask, inside = batch["visual_mask"], batch["relevant"]
         b, t = mask.shape
         own = torch.eye(b, dtype=torch.bool, device=mask.device)
         positives = (own[:, :, None] & inside[None]).reshape(b, b * t)

@@ -1,9 +1,10 @@
 """Moment-DETR (Lei et al., NeurIPS 2021), the grounding baseline; spec grounding_methods §1.1, §2.
 
-Video and text features are projected to ``hidden_dim``, encoded jointly ([video; text], sine positions on the
-video, none on the text), and decoded by ``num_queries`` learned queries into (c, w) spans and
-foreground/background logits; a linear saliency head scores the video part of the encoder memory. The loss is the
-base's set criterion (matched span L1 + gIoU, foreground CE, saliency hinge).
+Video and text features are projected to ``hidden_dim`` and encoded jointly ([video; text], sine positions on the
+video, none on the text); ``num_queries`` learned query positions decode the memory into (c, w) spans
+(sigmoid(MLP(h))) and foreground/background logits; a linear head scores the saliency of the video part of the
+memory. The loss is the base's set criterion: matched span L1 + gIoU, foreground CE, saliency hinge (eq. 2-4 of the
+paper; jayleicn/moment_detr:moment_detr/model.py:80-137 for the forward pass).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from leccr_lightning.methods.grounding.base import GroundingDETRBase
-from leccr_lightning.modules.detr import JointEncoder, SpanDecoder
+from leccr_lightning.modules.detr import MLP, JointEncoder, QueryDecoder
 
 
 class MomentDETR(GroundingDETRBase):
@@ -21,6 +22,28 @@ class MomentDETR(GroundingDETRBase):
 
     The input (``visual_dim``, ``text_dim`` or ``text_model``, ``hidden_dim``, ...), loss, matching, optimiser and
     post-processing arguments are ``GroundingDETRBase``'s, passed through ``base_kwargs``.
+
+    Differences from the official code (jayleicn/moment_detr @ b7e553a):
+
+    - Span targets are divided by the annotated duration, which inference multiplies by; upstream divides by the
+      feature length (start_end_dataset.py:164) and multiplies by the duration (inference.py:122). The DataModule's
+      ``span_normaliser="features"`` reproduces upstream (set in the paper recipes).
+    - The predicted saliency is written in float32; upstream rounds it to float16 (inference.py:105).
+      ``saliency_fp16=True`` reproduces it (set in the paper recipes).
+    - The random training targets (the shuffled subset of at most ``max_windows`` windows, the easy hinge pair)
+      come from a generator seeded per (seed, epoch, query) instead of Python's global ``random``
+      (start_end_dataset.py:144-145, 161): the same distributions, other draws, and exact resumption.
+    - Hard-pair ties are resolved by a stable argsort (the last of the highest clips, the first of the lowest), as
+      upstream's ``np.argsort`` (start_end_dataset.py:132) does under its numpy 1.17.4 for up to 16 relevant clips;
+      for longer moments numpy 1.17's introsort orders ties its own way. No flag: that order is not reproducible
+      with the numpy of this package.
+    - A relevant clip id past the video's feature rows (its features a row short) is left out of the easy-positive
+      pool (upstream can index past the video, start_end_dataset.py:144); no flag, since upstream then reads
+      padding or fails.
+    - Degenerate queries where upstream raises (no relevant clip) get a constant hinge term instead.
+    - Not implemented, off in every official recipe: the contrastive alignment loss (``contrastive_align_loss``),
+      the classification span head (``span_loss_type="ce"``), text positions (``use_txt_pos``), pre-norm layers
+      (``pre_norm``) and ASR pre-training (``subs_train``).
     """
 
     def __init__(
@@ -37,14 +60,16 @@ class MomentDETR(GroundingDETRBase):
         super().__init__(**base_kwargs)
         d = self.hidden_dim
         self.encoder = JointEncoder(d, nheads, enc_layers, dim_feedforward, dropout)
-        self.decoder = SpanDecoder(d, nheads, dec_layers, dim_feedforward, dropout, num_queries, anchor_mode=False)
+        self.decoder = QueryDecoder(d, nheads, dec_layers, dim_feedforward, dropout)
+        self.query_embed = nn.Embedding(num_queries, d)  # learned query positions, N(0, 1) (model.py:58)
         self.class_head = nn.Linear(d, 2)  # index 0 = foreground, 1 = no-object
+        self.span_head = MLP(d, d, 2, 3)
         self.saliency_head = nn.Linear(d, 1)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``logits`` [L, B, Q, 2], ``spans`` [L, B, Q, 2] (c, w), ``saliency`` [B, T]."""
         video, video_mask, text, text_mask = self.project_inputs(batch)
         memory, mask, pos = self.encoder(video, video_mask, text, text_mask)
-        hidden, spans = self.decoder(memory, mask, pos)
+        hidden = self.decoder(self.query_embed.weight, memory, mask, pos)
         saliency = self.saliency_head(memory[:, : video.shape[1]]).squeeze(-1)
-        return {"logits": self.class_head(hidden), "spans": spans, "saliency": saliency}
+        return {"logits": self.class_head(hidden), "spans": self.span_head(hidden).sigmoid(), "saliency": saliency}

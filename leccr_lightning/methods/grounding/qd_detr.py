@@ -1,14 +1,16 @@
 """QD-DETR: query-dependent video representation (Moon et al., CVPR 2023); spec grounding_methods §1.2, §2.2.
 
-Clip features attend to the query tokens first (T2V cross-attention, video as queries, text as keys and values),
+Clip features attend to the query tokens first (T2V cross-attention: video as queries, text as keys and values),
 so the video representation depends on the query; self-attention then runs over [global token; clips] without the
-text. Saliency is s_i = <P1 v_i, P2 g> / sqrt(d) with g the global token. Negative pairs: each video is encoded a
-second time with another sample's query, and the saliency s^- of that mismatched pass is pushed down
+text. Saliency is s_i = <P1 v_i, P2 g> / sqrt(d) with g the global token's memory. Negative pairs: each video is
+encoded a second time with the next sample's query, and the saliency s^- of that mismatched pass is pushed down
 (negative-pair loss) and contrasted in the rank-contrastive loss. Moments are decoded from ``num_queries``
-learnable (c, w) anchors refined layer by layer in inverse-sigmoid space (DAB-DETR).
+learnable (c, w) anchors by the DAB-DETR decoder, refined layer by layer in inverse-sigmoid space; a layer's span
+is sigmoid(MLP(h_l) + inverse_sigmoid(r_l)) of its reference r_l (wjun0830/QD-DETR:qd_detr/model.py:90-187).
 
-RGTR and CDNet subclass this class: ``encode`` (video and query -> memory and saliency) and ``decode`` (memory ->
-logits and spans) are the two stages they change, ``init_queries``/``anchor_queries`` the anchors.
+RGTR and CDNet subclass this class: ``encode`` (video and query -> clip memory, global token and saliency) and
+``decode`` (memory -> logits and spans) are the two stages they change, ``init_queries``/``anchor_queries`` the
+anchors.
 """
 
 from __future__ import annotations
@@ -20,17 +22,35 @@ from torch import nn
 
 from leccr_lightning.losses.spans import negative_pair_loss, rank_contrastive_loss
 from leccr_lightning.methods.grounding.base import GroundingDETRBase
-from leccr_lightning.modules.detr import GlobalSaliencyHead, SpanDecoder, T2VEncoder
+from leccr_lightning.modules.detr import MLP, AnchorDecoder, GlobalSaliencyHead, T2VEncoder, inverse_sigmoid
+
+ENCODER_STATE = ("memory", "mask", "pos", "global")
 
 
 class QDDETR(GroundingDETRBase):
-    """T2V encoder + global-token saliency + negative pairs + anchor decoder; defaults are the released
-    QVHighlights config (§1.2: 2 T2V, 2 encoder and 2 decoder layers, 10 anchors, rank-contrastive tau 0.5).
+    """T2V encoder + global-token saliency + negative pairs + DAB anchor decoder; defaults are the released
+    QVHighlights config (§1.2: 2 T2V, 2 encoder and 2 decoder layers, 10 anchors, PReLU, rank-contrastive tau 0.5).
 
-    The decoder is the shared DAB-style ``SpanDecoder`` (query position = MLP(sine(anchor)), refinement detached
-    between layers); QD-DETR's content-conditioned scaling of the sine embedding (``cond_elewise``),
-    width-modulated positional attention and PReLU are not reproduced. The input, loss, matching, optimiser and
-    post-processing arguments are ``GroundingDETRBase``'s, passed through ``base_kwargs``.
+    The input, loss, matching, optimiser and post-processing arguments are ``GroundingDETRBase``'s, passed through
+    ``base_kwargs``; ``lw_saliency`` weighs the hinge, rank-contrastive and negative-pair terms alike
+    (model.py:359).
+
+    Differences from the official code (wjun0830/QD-DETR @ 56c63b2), besides Moment-DETR's list of the data and
+    inference side (span normaliser: ``span_normaliser="features"``; float16 saliency: ``saliency_fp16=True``; seeded
+    training draws; clip ids past the features; constant hinge for degenerate queries; the unimplemented options):
+
+    - ``t2v_layers`` is its own argument (default 2); upstream uses ``enc_layers`` for both stages
+      (transformer.py:74).
+    - The mismatched pass runs the encoder only; upstream also decodes it and discards the result (model.py:169),
+      which only consumes dropout draws.
+    - The negative-pair term is computed as -logsigmoid(-s^-), equal to upstream's -log(1 - sigmoid(s^-))
+      (model.py:302) without its overflow for large s^-.
+    - Attention is ``torch.nn.functional.scaled_dot_product_attention`` where upstream uses DAB-DETR's own
+      attention (attention.py): the same formula, rounded differently.
+    - The anchor sine embedding has hidden_dim / 2 values per coordinate; upstream fixes 128 (transformer.py:44),
+      the same at the default hidden_dim 256.
+    - QVHighlights rank labels leave out clip ids past the features; upstream grows the label array by one there
+      (start_end_dataset.py:197-204), a row the video mask does not cover.
     """
 
     def __init__(
@@ -43,6 +63,7 @@ class QDDETR(GroundingDETRBase):
         dim_feedforward: int = 1024,
         dropout: float = 0.1,
         num_queries: int = 10,
+        activation: str = "prelu",
         rank_tau: float = 0.5,
         **base_kwargs: Any,
     ) -> None:
@@ -50,15 +71,16 @@ class QDDETR(GroundingDETRBase):
         lw_saliency = self.loss_weights["saliency"]  # QD-DETR sums its three saliency terms under lw_saliency
         self.loss_weights.update({"saliency_rank": lw_saliency, "saliency_neg": lw_saliency})
         d = self.hidden_dim
-        self.encoder = T2VEncoder(d, nheads, t2v_layers, enc_layers, dim_feedforward, dropout)
+        self.encoder = T2VEncoder(d, nheads, t2v_layers, enc_layers, dim_feedforward, dropout, activation)
         self.saliency_head = GlobalSaliencyHead(d)
         self.init_queries(num_queries)
-        self.decoder = SpanDecoder(d, nheads, dec_layers, dim_feedforward, dropout, num_queries, anchor_mode=True)
+        self.decoder = AnchorDecoder(d, nheads, dec_layers, dim_feedforward, dropout, activation)
         self.class_head = nn.Linear(d, 2)  # index 0 = foreground, 1 = no-object
+        self.span_head = MLP(d, d, 2, 3)
 
     # --- anchors ----------------------------------------------------------------------------------------------
     def init_queries(self, num_queries: int) -> None:
-        """The decoder's queries: ``num_queries`` learnable unsigmoided (c, w) anchors."""
+        """The decoder's queries: ``num_queries`` learnable unsigmoided (c, w) anchors, N(0, 1) (model.py:63)."""
         self.anchors = nn.Embedding(num_queries, 2)
 
     def anchor_queries(self, batch_size: int) -> torch.Tensor:
@@ -69,31 +91,34 @@ class QDDETR(GroundingDETRBase):
     def encode(
         self, video: torch.Tensor, video_mask: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        """``memory`` [B, 1 + T, d] (global token first), its ``mask`` and positions ``pos``, ``saliency`` [B, T]."""
-        memory, mask, pos = self.encoder(video, video_mask, text, text_mask)
-        return {"memory": memory, "mask": mask, "pos": pos, "saliency": self.saliency_head(memory)}
+        """Clip ``memory`` [B, T, d] with its ``mask`` and positions ``pos``, the ``global`` token [B, d] and the
+        ``saliency`` [B, T] = <P1 v_i, P2 g> / sqrt(d) (model.py:173)."""
+        memory, global_token, pos = self.encoder(video, video_mask, text, text_mask)
+        saliency = self.saliency_head(memory, global_token)
+        return {"memory": memory, "mask": video_mask, "pos": pos, "global": global_token, "saliency": saliency}
 
     def decode(self, encoded: dict[str, torch.Tensor], batch_size: int) -> dict[str, torch.Tensor]:
-        """``logits`` and ``spans`` [L, B, Q, 2] from the anchors attending to the memory."""
+        """``logits``, ``spans`` [L, B, Q, 2]: span_l = sigmoid(MLP(h_l) + inverse_sigmoid(r_l)) (model.py:133-138)."""
         anchors = self.anchor_queries(batch_size)
-        hidden, spans = self.decoder(encoded["memory"], encoded["mask"], encoded["pos"], anchors=anchors)
+        hidden, references = self.decoder(encoded["memory"], encoded["mask"], encoded["pos"], anchors)
+        spans = (self.span_head(hidden) + inverse_sigmoid(references)).sigmoid()
         return {"logits": self.class_head(hidden), "spans": spans}
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         """``logits``/``spans`` [L, B, Q, 2], ``saliency`` [B, T] (and what ``encode`` adds); in training also
-        ``saliency_mismatched`` [B, T], the saliency of each video under its batch neighbour's query."""
+        ``saliency_mismatched`` [B, T], each video's saliency under the next sample's query (model.py:160-175)."""
         video, video_mask, text, text_mask = self.project_inputs(batch)
         encoded = self.encode(video, video_mask, text, text_mask)
         out = self.decode(encoded, video.shape[0])
-        out.update({k: v for k, v in encoded.items() if k not in ("memory", "mask", "pos")})
+        out.update({k: v for k, v in encoded.items() if k not in ENCODER_STATE})
         if self.training:
-            mismatched = self.encode(video, video_mask, text.roll(1, 0), text_mask.roll(1, 0))
+            mismatched = self.encode(video, video_mask, text.roll(-1, 0), text_mask.roll(-1, 0))
             out["saliency_mismatched"] = mismatched["saliency"]
         return out
 
     def extra_losses(self, batch: dict[str, Any], outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Rank-contrastive over the per-clip labels (summed annotator scores, or 1 inside the window) against the
-        mismatched pass, and the negative-pair term (§2.2), both weighted by ``lw_saliency``."""
+        mismatched pass, and the negative-pair term (§2.2, model.py:298-343), both weighted by ``lw_saliency``."""
         mask, labels = batch["visual_mask"], batch["saliency"]
         saliency, mismatched = outputs["saliency"], outputs["saliency_mismatched"]
         return {

@@ -46,14 +46,23 @@ def initial_anchors(k: int, anchors_file: str | None, anchor_init: str) -> torch
 class RGTR(QDDETR):
     """Anchor-pair queries + IoU-aware scoring on the QD-DETR encoder.
 
-    Reconstructed choices [recon], with defaults: ``anchor_init="kmeans"`` (centres from ``anchors_file``, or from
-    the training spans at ``setup("fit")`` when no file is given; ``uniform_grid`` and ``learned`` are the
-    ablations), ``static_anchor_mode="pos_embed"`` (``region_prior_only``: static anchors enter only the region
-    cost), ``dynamic_refine=True``, ``iou_loss_coef=2.0`` (BAM-DETR's quality-loss coefficient),
-    ``score_mode="product"`` (p_fg * q_hat; ``geometric`` = p_fg^(1-alpha) q_hat^alpha), ``region_cost=0.0`` (off:
-    extra matching cost 1 when the GT's nearest static anchor is not the query's own), ``kmeans_seed=0``. The
-    QD-DETR arguments (``nheads``, ..., ``num_queries``, ``rank_tau``) and the input, loss, matching, optimiser and
-    post-processing arguments of ``GroundingDETRBase`` pass through ``qd_kwargs``.
+    The QD-DETR arguments (``nheads``, ..., ``num_queries``, ``rank_tau``) and the input, loss, matching, optimiser
+    and post-processing arguments of ``GroundingDETRBase`` pass through ``qd_kwargs``.
+
+    Differences from the official code: there is none to compare with (TensorsSun/RGTR holds a README only). The
+    reconstructed choices [recon], each a named argument with its default:
+
+    - ``anchor_init="kmeans"``: the static anchors are the k-means centres of the training spans, read from
+      ``anchors_file`` (``leccr anchors``) or clustered at ``setup("fit")`` with ``kmeans_seed=0``
+      (``"uniform_grid"`` and ``"learned"`` are the ablations);
+    - ``static_anchor_mode="pos_embed"``: the static anchors add MLP(sine(a^s)) to every decoder layer's query
+      positions (``"region_prior_only"``: they enter the region matching cost only);
+    - ``dynamic_refine=True``: the dynamic anchors are refined layer by layer as QD-DETR's;
+    - ``iou_loss_coef=2.0``: BAM-DETR's coefficient of the binned L1 IoU loss on every query of every layer;
+    - ``score_mode="product"``: ranking score p_fg * q_hat (``"cls"``, ``"iou"``, ``"geometric"`` with
+      ``score_alpha=0.5``: p_fg^(1 - alpha) q_hat^alpha);
+    - ``region_cost=0.0``: off; else a matching cost when a GT's nearest static anchor is not the query's own;
+    - the encoder, saliency and decoder are QD-DETR's, with its differences from wjun0830/QD-DETR (``QDDETR``).
     """
 
     def __init__(
@@ -112,17 +121,18 @@ class RGTR(QDDETR):
 
     # --- decoding and scoring ---------------------------------------------------------------------------------
     def decode(self, encoded: dict[str, torch.Tensor], batch_size: int) -> dict[str, torch.Tensor]:
-        """``logits``/``spans`` [L, B, K, 2] and the IoU head's ``quality`` [L, B, K]."""
+        """``logits``/``spans`` [L, B, K, 2] from the dynamic anchors with the static anchors' query positions
+        MLP(sine(a^s)) added, and the IoU head's ``quality`` [L, B, K]."""
         extra_pos = None
         if self.hparams.static_anchor_mode == "pos_embed":
             static = anchor_sine_embedding(self.static_anchors, self.hidden_dim // 2)
             extra_pos = self.static_proj(static).expand(batch_size, -1, -1)
         anchors = self.anchor_queries(batch_size)
         memory, mask, pos = encoded["memory"], encoded["mask"], encoded["pos"]
-        hidden, spans = self.decoder(memory, mask, pos, anchors=anchors, extra_pos=extra_pos)
+        hidden, references = self.decoder(memory, mask, pos, anchors, extra_pos)
         return {
             "logits": self.class_head(hidden),
-            "spans": spans,
+            "spans": (self.span_head(hidden) + inverse_sigmoid(references)).sigmoid(),
             "quality": self.iou_head(hidden).squeeze(-1).sigmoid(),
         }
 
