@@ -28,7 +28,6 @@ from leccr_lightning.losses.spans import foreground_loss, hungarian_match
 from leccr_lightning.methods.grounding.base import postprocess_windows
 from leccr_lightning.methods.grounding.moment_detr import MomentDETR
 
-REPO = "jayleicn/moment_detr"
 TOL = {"atol": 1e-6, "rtol": 1e-6}
 
 
@@ -200,7 +199,7 @@ def ref_sine_position(mask: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.stack((pos_x[:, :, 0::2].sin(), pos_x[:, :, 1::2].cos()), dim=3).flatten(2)
 
 
-def ref_linear_layers(model: MomentDETR, blocks, x: torch.Tensor) -> torch.Tensor:
+def ref_linear_layers(blocks, x: torch.Tensor) -> torch.Tensor:
     """model.py:59-70, 365-387: LayerNorm -> Dropout -> Linear -> ReLU per block, no ReLU on the last."""
     norms = [m for m in blocks if isinstance(m, torch.nn.LayerNorm)]
     linears = [m for m in blocks if isinstance(m, torch.nn.Linear)]
@@ -212,8 +211,8 @@ def ref_linear_layers(model: MomentDETR, blocks, x: torch.Tensor) -> torch.Tenso
 
 def ref_moment_detr(model: MomentDETR, batch: dict) -> dict[str, torch.Tensor]:
     """model.py:97-137 with transformer.py:49-73 and 117-146, with the model's weights."""
-    src_vid = ref_linear_layers(model, model.video_proj, batch["visual"])
-    src_txt = ref_linear_layers(model, model.text_proj, batch["text"])
+    src_vid = ref_linear_layers(model.video_proj, batch["visual"])
+    src_txt = ref_linear_layers(model.text_proj, batch["text"])
     src = torch.cat([src_vid, src_txt], 1)
     mask = torch.cat([batch["visual_mask"], batch["text_mask"]], 1)
     pos_vid = ref_sine_position(batch["visual_mask"], src.shape[-1]).to(src)

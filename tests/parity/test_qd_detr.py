@@ -14,15 +14,14 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from leccr_lightning.data.grounding.annotations import GroundingRecord
 from leccr_lightning.data.grounding.saliency import NO_HARD_PAIR, draw_saliency_pairs, saliency_labels
 from leccr_lightning.losses.spans import negative_pair_loss, rank_contrastive_loss, saliency_hinge_loss
 from leccr_lightning.methods.grounding.qd_detr import QDDETR
 from leccr_lightning.modules.detr import anchor_sine_embedding, inverse_sigmoid
+from tests.parity.test_moment_detr import ref_linear_layers, ref_sine_position  # QD-DETR keeps these pieces
 
-REPO = "wjun0830/QD-DETR"
 TOL = {"atol": 1e-6, "rtol": 1e-6}
 
 
@@ -194,25 +193,6 @@ def ref_decoder(decoder, memory, pad, pos, refpoints_unsigmoid):
     return torch.stack(intermediate), torch.stack(ref_points)
 
 
-def ref_sine_position(mask: torch.Tensor, dim: int) -> torch.Tensor:
-    """position_encoding.py (normalize=True, scale 2 pi)."""
-    x_embed = mask.cumsum(1, dtype=torch.float32)
-    x_embed = x_embed / (x_embed[:, -1:] + 1e-6) * (2 * math.pi)
-    dim_t = 10000 ** (2 * (torch.arange(dim, dtype=torch.float32) // 2) / dim)
-    pos_x = x_embed[:, :, None] / dim_t
-    return torch.stack((pos_x[:, :, 0::2].sin(), pos_x[:, :, 1::2].cos()), dim=3).flatten(2)
-
-
-def ref_linear_layers(blocks, x: torch.Tensor) -> torch.Tensor:
-    """model.py:66-75, 487-509: LayerNorm -> Dropout -> Linear -> ReLU per block, no ReLU on the last."""
-    norms = [m for m in blocks if isinstance(m, torch.nn.LayerNorm)]
-    linears = [m for m in blocks if isinstance(m, torch.nn.Linear)]
-    for i, (norm, linear) in enumerate(zip(norms, linears, strict=True)):
-        x = linear(norm(x))
-        x = F.relu(x) if i < len(linears) - 1 else x
-    return x
-
-
 def ref_transformer(model: QDDETR, src_vid, src_vid_mask, src_txt, src_txt_mask):
     """model.py:110-132 and transformer.py:107-142: [global; video; text] with positions [global; sine; 0], T2V
     layers, self-attention over [global; video], decoder over the video memory. Returns hs, references, video
@@ -382,7 +362,5 @@ def test_window_labels_and_draws_follow_the_official_sampler(window, ctx_l: int,
         assert all(p == [inside[0]] * 2 for p, _ in draws)  # start_end_dataset.py:133
     if len(outside) > 1:
         assert all(n[0] != n[1] for _, n in draws) and {c for _, n in draws for c in n} == set(outside)
-    elif not outside:  # upstream's random.sample fails here; the positives stand in (a constant hinge)
+    else:  # random.sample fails here (:136); the positives stand in, as CG-DETR's fallback (test_cg_detr.py)
         assert all(n == p for p, n in draws)
-    else:
-        assert all(n == [outside[0]] * 2 for _, n in draws)

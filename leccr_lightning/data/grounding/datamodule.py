@@ -38,10 +38,11 @@ class GroundingDataModule(L.LightningDataModule):
 
     Targets: ``span_normaliser`` divides the GT windows by the annotated duration (``"duration"``, the default:
     inference multiplies by it) or by the feature length n_clips * clip_len (``"features"``, the official
-    normaliser, start_end_dataset.py:164). In training each query keeps ``max_windows`` randomly chosen windows and
-    gets its hinge pairs from a generator seeded by (``saliency_seed``, epoch, query index); ``saliency_seed=None``
-    takes the run's ``seed_everything`` seed (``PL_GLOBAL_SEED``), so a resumed run draws what an uninterrupted
-    one does.
+    normaliser, start_end_dataset.py:164). ``window_clips_from`` counts the clips of a window-only annotation
+    (Charades-STA, TACoS) with ``clip_len`` (QD-DETR) or with duration / n_clips (``"duration"``, CG-DETR). In
+    training each query keeps ``max_windows`` randomly chosen windows and gets its hinge pairs from a generator
+    seeded by (``saliency_seed``, epoch, query index); ``saliency_seed=None`` takes the run's ``seed_everything``
+    seed (``PL_GLOBAL_SEED``), so a resumed run draws what an uninterrupted one does.
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class GroundingDataModule(L.LightningDataModule):
         tokenizer_vocab_size: int = 2000,
         max_windows: int = 5,
         span_normaliser: str = "duration",
+        window_clips_from: str = "clip_len",
         saliency_seed: int | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
@@ -142,7 +144,13 @@ class GroundingDataModule(L.LightningDataModule):
             if self.tokenizer is not None:
                 tokens = TokenizedTexts(self.tokenizer, [r.query for r in records], hp.max_q_l)
             self.datasets[split] = GroundingDataset(
-                records, self.video, self.text, hp.clip_len, tokens=tokens, span_normaliser=hp.span_normaliser
+                records,
+                self.video,
+                self.text,
+                hp.clip_len,
+                tokens=tokens,
+                span_normaliser=hp.span_normaliser,
+                window_clips_from=hp.window_clips_from,
             )
         return self.datasets[split]
 

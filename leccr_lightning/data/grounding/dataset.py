@@ -4,7 +4,9 @@ Span targets are every GT window as normalised (c, w), divided either by the ann
 ``"duration"`` normaliser, which inference multiplies by, §1.1) or, as upstream, by the feature length
 n_clips * clip_len (``"features"``, moment_detr/start_end_dataset.py:164). Items hold no random draw: the training
 targets that upstream draws in the dataset (window subset, hinge pairs) are drawn per epoch by
-``saliency.draw_training_targets``.
+``saliency.draw_training_targets``. The clips of a window-only annotation are counted with the configured clip
+length (``window_clips_from="clip_len"``, QD-DETR) or with duration / n_clips (``"duration"``, CG-DETR's Charades-STA
+and TACoS code, cg_detr/start_end_dataset.py:227).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from leccr_lightning.data.grounding.spans import span_xx_to_cxw
 from leccr_lightning.data.text import TokenizedTexts
 
 SPAN_NORMALISERS = ("duration", "features")
+WINDOW_CLIPS_FROM = ("clip_len", "duration")
 
 
 class GroundingDataset(Dataset):
@@ -37,12 +40,15 @@ class GroundingDataset(Dataset):
         clip_len: float = 2.0,
         tokens: TokenizedTexts | None = None,
         span_normaliser: str = "duration",
+        window_clips_from: str = "clip_len",
     ) -> None:
         if span_normaliser not in SPAN_NORMALISERS:
             raise ValueError(f"span_normaliser must be one of {SPAN_NORMALISERS}, got {span_normaliser!r}")
+        if window_clips_from not in WINDOW_CLIPS_FROM:
+            raise ValueError(f"window_clips_from must be one of {WINDOW_CLIPS_FROM}, got {window_clips_from!r}")
         self.records = list(records)
         self.video, self.text, self.tokens = video, text, tokens
-        self.clip_len, self.span_normaliser = clip_len, span_normaliser
+        self.clip_len, self.span_normaliser, self.window_clips_from = clip_len, span_normaliser, window_clips_from
 
     def __len__(self) -> int:
         return len(self.records)
@@ -56,7 +62,8 @@ class GroundingDataset(Dataset):
         visual = torch.from_numpy(self.video.load(rec.vid, rec.qid))
         n_clips = len(visual)
         normaliser = rec.duration if self.span_normaliser == "duration" else n_clips * self.clip_len
-        labels = saliency_labels(rec, n_clips, self.clip_len)
+        clip_len = self.clip_len if self.window_clips_from == "clip_len" else rec.duration / n_clips
+        labels = saliency_labels(rec, n_clips, clip_len)
         item = {
             "index": index,
             "qid": rec.qid,

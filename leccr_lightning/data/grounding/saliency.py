@@ -7,9 +7,11 @@ Two kinds of labels, as upstream:
   ascending argsort does (the last of the highest, the first of the lowest), which is what upstream's
   ``np.argsort`` under its numpy 1.17.4 does for up to 16 relevant clips; easy pair = (a random relevant clip, a
   random clip outside ``relevant_clip_ids``), or the hard pair again when no clip lies outside.
-- Window-only annotations (Charades-STA, TACoS; qd_detr/start_end_dataset.py:124-142): the clips
-  [int(s / clip_len), min(int(e / clip_len), n_clips) - 1] of each window are relevant with label 1; the pairs are
-  2 distinct random clips inside and 2 distinct random clips outside.
+- Window-only annotations (Charades-STA, TACoS; qd_detr/start_end_dataset.py:124-142, CG-DETR's
+  cg_detr/start_end_dataset.py:226-251): the clips [int(s / clip_len), min(int(e / clip_len), n_clips) - 1] of each
+  window are relevant with label 1, clip_len being the configured one (QD-DETR) or duration / n_clips (CG-DETR, the
+  caller's choice); the pairs are 2 distinct random clips inside and 2 distinct random clips outside, the positives
+  standing in for the negatives when fewer than 2 clips lie outside (cg_detr/start_end_dataset.py:242-245).
 
 The random draws come from a generator seeded by (seed, epoch, dataset index) (``draw_training_targets``), so they
 do not depend on workers, batch composition or where a run was resumed.
@@ -68,8 +70,9 @@ def draw_saliency_pairs(
 ) -> tuple[list[int], list[int]]:
     """Two positive and two negative clips for the hinge loss (module docstring).
 
-    Degenerate cases, where upstream fails: without an outside clip (a window-only query covering the video) or a
-    relevant one, the pairs repeat what exists (positives stand in for missing negatives), so the hinge is a constant.
+    Degenerate cases: a QVHighlights query without outside clips repeats its hard pair (start_end_dataset.py:146-148);
+    a window-only query with fewer than 2 outside clips uses its positives as negatives (a constant hinge, as
+    CG-DETR); a query without relevant clips, where upstream fails, gets [0, 0] twice (a constant hinge).
     """
     inside = np.flatnonzero(relevant)
     outside = np.flatnonzero(~relevant)
@@ -80,10 +83,9 @@ def draw_saliency_pairs(
     if len(inside) == 0:
         return [0, 0], [0, 0]
     pos = [int(c) for c in rng.choice(inside, 2, replace=False)] if len(inside) > 1 else [int(inside[0])] * 2
-    if len(outside) == 0:
+    if len(outside) < 2:
         return pos, list(pos)
-    neg = [int(c) for c in rng.choice(outside, 2, replace=False)] if len(outside) > 1 else [int(outside[0])] * 2
-    return pos, neg
+    return pos, [int(c) for c in rng.choice(outside, 2, replace=False)]
 
 
 def draw_training_targets(batch: Mapping[str, Any], seed: int, epoch: int, max_windows: int) -> dict[str, Any]:

@@ -23,27 +23,35 @@ class MomentDETR(GroundingDETRBase):
     The input (``visual_dim``, ``text_dim`` or ``text_model``, ``hidden_dim``, ...), loss, matching, optimiser and
     post-processing arguments are ``GroundingDETRBase``'s, passed through ``base_kwargs``.
 
-    Differences from the official code (jayleicn/moment_detr @ b7e553a):
+    Differences from the official code (jayleicn/moment_detr @ b7e553a), each with the flag that reproduces
+    upstream where there is one:
 
-    - Span targets are divided by the annotated duration, which inference multiplies by; upstream divides by the
-      feature length (start_end_dataset.py:164) and multiplies by the duration (inference.py:122). The DataModule's
-      ``span_normaliser="features"`` reproduces upstream (set in the paper recipes).
-    - The predicted saliency is written in float32; upstream rounds it to float16 (inference.py:105).
-      ``saliency_fp16=True`` reproduces it (set in the paper recipes).
-    - The random training targets (the shuffled subset of at most ``max_windows`` windows, the easy hinge pair)
-      come from a generator seeded per (seed, epoch, query) instead of Python's global ``random``
-      (start_end_dataset.py:144-145, 161): the same distributions, other draws, and exact resumption.
+    - Span targets are the GT windows divided by the annotated duration, which inference multiplies by; upstream
+      divides by the feature length (moment_detr/start_end_dataset.py:164) and multiplies by the duration
+      (moment_detr/inference.py:122). Flag: the DataModule's ``span_normaliser="features"`` (paper recipes).
+    - The predicted saliency is scored and written in float32; upstream rounds it to float16
+      (moment_detr/inference.py:105). Flag: ``saliency_fp16=True`` (paper recipes).
+    - The clips of a window-only annotation (Charades-STA, TACoS) are counted with the configured clip length, as
+      upstream's own code (qd_detr/start_end_dataset.py:125-126); the DETR family's Charades-STA / TACoS code uses
+      duration / n_clips (wjun0830/CGDETR:cg_detr/start_end_dataset.py:227). Flag: the DataModule's
+      ``window_clips_from="duration"`` (the Charades-STA and TACoS recipes).
+    - The random training targets (at most ``max_windows`` shuffled windows, the random hinge clips) come from a
+      generator seeded per (seed, epoch, query) instead of Python's global ``random``
+      (moment_detr/start_end_dataset.py:144-145, 161): the same distributions, other draws, exact resumption. No
+      flag: upstream's stream depends on the data-loader workers.
     - Hard-pair ties are resolved by a stable argsort (the last of the highest clips, the first of the lowest), as
       upstream's ``np.argsort`` (start_end_dataset.py:132) does under its numpy 1.17.4 for up to 16 relevant clips;
-      for longer moments numpy 1.17's introsort orders ties its own way. No flag: that order is not reproducible
+      for longer moments numpy 1.17's introsort orders ties its own way. No flag: that order cannot be reproduced
       with the numpy of this package.
-    - A relevant clip id past the video's feature rows (its features a row short) is left out of the easy-positive
-      pool (upstream can index past the video, start_end_dataset.py:144); no flag, since upstream then reads
-      padding or fails.
-    - Degenerate queries where upstream raises (no relevant clip) get a constant hinge term instead.
-    - Not implemented, off in every official recipe: the contrastive alignment loss (``contrastive_align_loss``),
-      the classification span head (``span_loss_type="ce"``), text positions (``use_txt_pos``), pre-norm layers
-      (``pre_norm``) and ASR pre-training (``subs_train``).
+    - A relevant clip id past the video's feature rows (features a row short) is left out of the easy-positive
+      pool and of the rank labels; upstream can index past the video there (start_end_dataset.py:144). No flag.
+    - A query without relevant clips, or (window-only) without 2 clips outside its window, gets a constant hinge
+      term where upstream raises; CG-DETR's fallback to the positives is kept (cg_detr/start_end_dataset.py:242-245).
+    - gIoU is computed in the spans' dtype; upstream casts it to float32 (span_utils.py:110-111), which differs only
+      for float64 inputs. No flag.
+    - Not implemented, off in every official recipe: the contrastive alignment loss (``contrastive_align_loss``), the
+      classification span head (``span_loss_type="ce"``), text positions (``use_txt_pos``), pre-norm layers
+      (``pre_norm``), query-token dropout (``txt_drop_ratio``) and ASR pre-training (``subs_train``).
     """
 
     def __init__(

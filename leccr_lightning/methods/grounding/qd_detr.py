@@ -35,22 +35,45 @@ class QDDETR(GroundingDETRBase):
     ``base_kwargs``; ``lw_saliency`` weighs the hinge, rank-contrastive and negative-pair terms alike
     (model.py:359).
 
-    Differences from the official code (wjun0830/QD-DETR @ 56c63b2), besides Moment-DETR's list of the data and
-    inference side (span normaliser: ``span_normaliser="features"``; float16 saliency: ``saliency_fp16=True``; seeded
-    training draws; clip ids past the features; constant hinge for degenerate queries; the unimplemented options):
+    Differences from the official code (wjun0830/QD-DETR @ 56c63b2), each with the flag that reproduces upstream
+    where there is one (line numbers of qd_detr/ files unless a repository is named):
 
-    - ``t2v_layers`` is its own argument (default 2); upstream uses ``enc_layers`` for both stages
-      (transformer.py:74).
+    - Span targets are the GT windows divided by the annotated duration, which inference multiplies by; upstream
+      divides by the feature length (start_end_dataset.py:260) and multiplies by the duration
+      (inference.py:213). Flag: the DataModule's ``span_normaliser="features"`` (paper recipes).
+    - The predicted saliency is scored and written in float32; upstream rounds it to float16
+      (qd_detr/inference.py:196). Flag: ``saliency_fp16=True`` (paper recipes).
+    - The clips of a window-only annotation (Charades-STA, TACoS) are counted with the configured clip length, as
+      upstream's own code (qd_detr/start_end_dataset.py:125-126); the DETR family's Charades-STA / TACoS code uses
+      duration / n_clips (wjun0830/CGDETR:cg_detr/start_end_dataset.py:227). Flag: the DataModule's
+      ``window_clips_from="duration"`` (the Charades-STA and TACoS recipes).
+    - The random training targets (at most ``max_windows`` shuffled windows, the random hinge clips) come from a
+      generator seeded per (seed, epoch, query) instead of Python's global ``random``
+      (qd_detr/start_end_dataset.py:216-217, 257): the same distributions, other draws, exact resumption. No
+      flag: upstream's stream depends on the data-loader workers.
+    - Hard-pair ties are resolved by a stable argsort (the last of the highest clips, the first of the lowest), as
+      upstream's ``np.argsort`` (start_end_dataset.py:193) does under its numpy 1.17.4 for up to 16 relevant clips;
+      for longer moments numpy 1.17's introsort orders ties its own way. No flag: that order cannot be reproduced
+      with the numpy of this package.
+    - A relevant clip id past the video's feature rows (features a row short) is left out of the easy-positive
+      pool and of the rank labels; upstream can index past the video there (start_end_dataset.py:197-204, 216). No flag.
+    - A query without relevant clips, or (window-only) without 2 clips outside its window, gets a constant hinge
+      term where upstream raises; CG-DETR's fallback to the positives is kept (cg_detr/start_end_dataset.py:242-245).
+    - gIoU is computed in the spans' dtype; upstream casts it to float32 (span_utils.py:110-111), which differs only
+      for float64 inputs. No flag.
+    - Not implemented, off in every official recipe: the contrastive alignment loss (``contrastive_align_loss``), the
+      classification span head (``span_loss_type="ce"``), text positions (``use_txt_pos``), pre-norm layers
+      (``pre_norm``), query-token dropout (``txt_drop_ratio``) and ASR pre-training (``subs_train``).
+    - ``t2v_layers`` is its own argument (default 2); upstream runs ``enc_layers`` T2V layers (transformer.py:74).
+      Flag: set ``t2v_layers`` = ``enc_layers``.
     - The mismatched pass runs the encoder only; upstream also decodes it and discards the result (model.py:169),
-      which only consumes dropout draws.
-    - The negative-pair term is computed as -logsigmoid(-s^-), equal to upstream's -log(1 - sigmoid(s^-))
-      (model.py:302) without its overflow for large s^-.
+      which only consumes dropout draws. No flag.
+    - The negative-pair term is computed as -logsigmoid(-s^-), upstream's -log(1 - sigmoid(s^-)) (model.py:302)
+      without its overflow for large s^-. No flag.
     - Attention is ``torch.nn.functional.scaled_dot_product_attention`` where upstream uses DAB-DETR's own
-      attention (attention.py): the same formula, rounded differently.
+      attention (attention.py:281-387): the same formula, rounded differently. No flag.
     - The anchor sine embedding has hidden_dim / 2 values per coordinate; upstream fixes 128 (transformer.py:44),
-      the same at the default hidden_dim 256.
-    - QVHighlights rank labels leave out clip ids past the features; upstream grows the label array by one there
-      (start_end_dataset.py:197-204), a row the video mask does not cover.
+      the same at the default hidden_dim 256, which upstream requires.
     """
 
     def __init__(

@@ -94,12 +94,13 @@ class RGTR(QDDETR):
     # --- anchor pairs -----------------------------------------------------------------------------------------
     def init_queries(self, num_queries: int) -> None:
         """Static anchors (a buffer: file, grid or random; k-means at ``setup``), dynamic anchors starting at them,
-        and the MLP that turns the static anchors' sine embedding into a query position."""
+        and (``pos_embed``) the MLP that turns the static anchors' sine embedding into a query position."""
         hp = self.hparams
         self.register_buffer("static_anchors", initial_anchors(num_queries, hp.anchors_file, hp.anchor_init))
         self.register_buffer("anchors_ready", torch.tensor(hp.anchor_init != "kmeans" or hp.anchors_file is not None))
         self.dynamic_anchors = nn.Parameter(inverse_sigmoid(self.static_anchors.clone()))
-        self.static_proj = MLP(self.hidden_dim, self.hidden_dim, self.hidden_dim, 2)
+        if hp.static_anchor_mode == "pos_embed":
+            self.static_proj = MLP(self.hidden_dim, self.hidden_dim, self.hidden_dim, 2)
 
     def anchor_queries(self, batch_size: int) -> torch.Tensor:
         """The dynamic anchors a^d (unsigmoided) [B, K, 2]."""

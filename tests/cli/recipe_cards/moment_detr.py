@@ -15,6 +15,8 @@ SOURCES = (
     "lr_drop 200, 200 epochs, lw_saliency 4)",
     "wjun0830/CGDETR:cg_detr/inference.py:286-310 (Charades SF+C: clamp [0, 150], 1-s rounding; TACoS: 2-s rounding)",
     "wjun0830/CGDETR:cg_detr/train.py:134-160, config.py:56 (validation every 5 epochs, best (R1@0.5 + R1@0.7) / 2)",
+    "wjun0830/CGDETR:cg_detr/start_end_dataset.py:85-86, 226-251 (max_v_l -1 = no cut; window clips of duration / "
+    "n_clips, 2 + 2 hinge clips)",
 )
 MODEL = "leccr_lightning.methods.grounding.moment_detr.MomentDETR"
 
@@ -72,6 +74,7 @@ RECIPES = {
         "data.init_args.clip_len": 2.0,
         "data.init_args.max_v_l": 75,
         "data.init_args.val_file": "highlight_val_release.jsonl",
+        "data.init_args.window_clips_from": "clip_len",
         "trainer.callbacks.ModelCheckpoint.init_args.monitor": "val/MR-full-mAP",
     },
     "charades_sta": {
@@ -83,6 +86,7 @@ RECIPES = {
         "data.init_args.clip_len": 1.0,
         "data.init_args.max_v_l": -1,
         "data.init_args.val_file": "charades_sta_test_tvr_format.jsonl",
+        "data.init_args.window_clips_from": "duration",
         "trainer.callbacks.ModelCheckpoint.init_args.monitor": "val/R1@0.5+R1@0.7",
     },
     "tacos": {
@@ -94,6 +98,7 @@ RECIPES = {
         "data.init_args.clip_len": 2.0,
         "data.init_args.max_v_l": -1,
         "data.init_args.val_file": "test.jsonl",
+        "data.init_args.window_clips_from": "duration",
         "trainer.callbacks.ModelCheckpoint.init_args.monitor": "val/R1@0.5+R1@0.7",
     },
 }

@@ -50,6 +50,19 @@ def test_postprocess_and_nms() -> None:
     assert kept == [windows[0], windows[2]] and all(k in windows for k in kept)
 
 
+def test_saliency_fp16_rounds_the_scored_saliency() -> None:
+    """``saliency_fp16`` reproduces the official float16 rounding of the written saliency (inference.py:105)."""
+    torch.manual_seed(0)
+    outputs = {"logits": torch.randn(2, 1, 3, 2), "spans": torch.rand(2, 1, 3, 2), "saliency": torch.randn(1, 4) * 3}
+    batch = {"visual_mask": torch.ones(1, 4, dtype=torch.bool), "duration": torch.tensor([8.0], dtype=torch.float64)}
+    sizes = {"visual_dim": 10, "text_dim": 6, "hidden_dim": 16, "nheads": 2, "dim_feedforward": 32}
+    (rounded,) = MomentDETR(**sizes, saliency_fp16=True).predictions(batch, outputs)
+    (exact,) = MomentDETR(**sizes).predictions(batch, outputs)
+    assert torch.equal(rounded["saliency"], outputs["saliency"][0].half().double())
+    assert torch.equal(exact["saliency"], outputs["saliency"][0].double())
+    assert not torch.equal(rounded["saliency"], exact["saliency"])
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_grounding_collection(tmp_path_factory.mktemp("gsyn"), seed=0, n_queries=(256, 8, 64))
@@ -278,6 +291,34 @@ def test_text_encoder_token_states_replace_text_features(method) -> None:
         method(visual_dim=10, text_model="tiny")
 
 
+def test_rgtr_region_prior_and_scores() -> None:
+    """``region_prior_only`` builds no static-anchor MLP and feeds the anchors to the matching cost only; the score
+    modes fuse p_fg and q_hat as documented; bad choices fail at construction."""
+    torch.manual_seed(0)
+    sizes = {"visual_dim": 10, "hidden_dim": 16, "nheads": 2, "dim_feedforward": 32, "num_queries": 4}
+    batch = _token_batch() | {"text": torch.randn(3, 4, 6), "text_mask": torch.ones(3, 4, dtype=torch.bool)}
+    prior = {"anchor_init": "uniform_grid", "static_anchor_mode": "region_prior_only", "region_cost": 1.0}
+    model = RGTR(text_dim=6, **prior, **sizes)
+    assert not hasattr(model, "static_proj")
+    costs = model.extra_match_costs(batch["spans"])
+    assert [c.shape for c in costs] == [(4, 1)] * 3 and set(torch.cat(costs).unique().tolist()) <= {0.0, 1.0}
+    model.train()
+    losses = model.compute_losses(batch, model(batch))
+    assert torch.isfinite(losses["loss"]) and {"iou", "iou_aux0", "saliency_rank", "saliency_neg"} <= set(losses)
+    model.eval()
+    with torch.no_grad():
+        outputs = model(batch)
+    p_fg, quality = outputs["logits"][-1].softmax(-1)[..., 0], outputs["quality"][-1]
+    for mode, expected in (("cls", p_fg), ("iou", quality), ("product", p_fg * quality)):
+        model.hparams.score_mode = mode
+        assert torch.allclose(model.scores(outputs), expected)
+    model.hparams.score_mode = "geometric"
+    assert torch.allclose(model.scores(outputs), p_fg.sqrt() * quality.sqrt())
+    for bad in ({"score_mode": "sum"}, {"anchor_init": "random"}, {"static_anchor_mode": "both"}):
+        with pytest.raises(ValueError, match="must be one of"):
+            RGTR(text_dim=6, **sizes, **bad)
+
+
 @pytest.mark.slow
 def test_text_encoder_config_learns_from_raw_queries(synthetic: Path, tmp_path: Path) -> None:
     from leccr_lightning.cli import lightning_main
@@ -290,7 +331,7 @@ def test_text_encoder_config_learns_from_raw_queries(synthetic: Path, tmp_path: 
         return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
 
     before = run("test", tmp_path / "before")
-    schedule = ["--trainer.max_epochs", "15", "--trainer.check_val_every_n_epoch", "15"]  # best = last epoch
+    schedule = ["--trainer.max_epochs", "25", "--trainer.check_val_every_n_epoch", "25"]  # best = last epoch
     after = run("fit", tmp_path / "after", *schedule, "--test_after_fit", "true")
     assert after["test/MR-full-mAP"] > before["test/MR-full-mAP"] + 10
     assert after["test/MR-full-R1@0.5"] > before["test/MR-full-R1@0.5"] + 10
