@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SYNTH_DIR ?= data/synthetic
 EXPERIMENT ?= configs/experiments/baseline/tiny.yaml
 export OMP_NUM_THREADS ?= 1
 export WANDB_MODE ?= offline
@@ -22,8 +21,8 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 train: install
-	@test -f $(SYNTH_DIR)/synthetic/MANIFEST.json || $(BIN)/leccr synth --out $(SYNTH_DIR)
-	$(BIN)/leccr fit --config $(EXPERIMENT) --data.init_args.root=$(SYNTH_DIR) --test_after_fit=true
+	$(BIN)/leccr synth --config $(EXPERIMENT)
+	$(BIN)/leccr fit --config $(EXPERIMENT) --test_after_fit=true
 
 test: install
 	$(BIN)/python -m pytest -q --durations=15 tests
@@ -32,8 +31,14 @@ lint: install
 	$(BIN)/ruff check leccr_lightning tests benchmarks experiments
 	$(BIN)/ruff format --check leccr_lightning tests benchmarks experiments
 
+# Every benchmark with its defaults (--device cuda when a GPU is visible); each prints its ratios with their goals.
+# Estimated 5-8 minutes on the 2-core machine when it is quiet, most of it the million-item gallery (3 x ~40 s).
 bench: install
 	$(BIN)/python benchmarks/eval_speed.py
+	$(BIN)/python benchmarks/rouge_speed.py
+	$(BIN)/python benchmarks/large_gallery.py
+	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/loss_kernels.py
 	$(BIN)/python benchmarks/loader_speed.py
 
 clean:

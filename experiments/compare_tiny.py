@@ -1,12 +1,12 @@
-"""Train and test several tiny experiments on the same synthetic collections and print one table.
+"""Train tiny experiments over seeds on shared synthetic collections, then compare them with ``leccr report``.
 
-Each run is ``leccr fit --config <experiment> --test_after_fit true`` (same seed and epochs for all) on a collection
-written by ``leccr synth`` with the given MT noise rates; the table lists the chosen ``test/`` keys. Used for the
-comparisons quoted in the README, e.g.
+Each run is ``leccr fit --config <experiment> --test_after_fit true`` (same epochs for all, one run per seed) with
+``RankWriter`` and ``ConfidenceWriter``, on a collection written by ``leccr synth`` for each MT noise rate; the runs
+stay in ``--runs`` and ``leccr report`` compares them (mean ± std table and plots in ``--runs/report``). E.g.
 
-    python experiments/compare_tiny.py --experiments baseline nrccr cl2cm dcot --mt_noise 0.0 0.4
+    python experiments/compare_tiny.py --experiments baseline nrccr cl2cm dcot --mt_noise 0.0 0.4 --seeds 0 1 2
     python experiments/compare_tiny.py --experiments unified bcls listwise rvsepp/tiny_baseline --ndcg \
-        --keys t2v_r1 t2v_r5 t2v_r10 v2t_r1 v2t_r5 v2t_r10 sumr t2v_ndcg@25 v2t_ndcg@25
+        --metrics t2v_r1 t2v_r5 t2v_r10 v2t_r1 v2t_r5 v2t_r10 sumr t2v_ndcg@25 v2t_ndcg@25
 
 ``--ndcg`` adds TERAN-style NDCG@25 at test time: ROUGE-L relevance of every test query against the captions of
 every gallery item (itr spec §9.3), precomputed per collection and passed as ``model.init_args.eval_relevance``.
@@ -17,13 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
+import shutil
 from pathlib import Path
 
 from leccr_lightning.cli import lightning_main
 from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
 from leccr_lightning.data.visualsearch import read_caption_file, read_id_list
 from leccr_lightning.metrics.relevance import rouge_relevance, save_relevance
+from leccr_lightning.tools.report import report_main
+
+WRITERS = [
+    "--trainer.callbacks+=leccr_lightning.callbacks.ranks.RankWriter",
+    "--trainer.callbacks+=leccr_lightning.callbacks.ranks.ConfidenceWriter",
+]
 
 
 def experiment_path(name: str) -> Path:
@@ -42,8 +48,10 @@ def test_rouge_relevance(collection: Path, out: Path) -> str:
     return json.dumps({"test": provider})
 
 
-def run(config: Path, root: Path, out: Path, epochs: int, seed: int, extra: list[str]) -> dict[str, float]:
-    cli = lightning_main(
+def fit_and_test(config: Path, root: Path, out: Path, epochs: int, seed: int, extra: list[str]) -> None:
+    """One ``leccr fit --test_after_fit true`` run into a fresh ``out``."""
+    shutil.rmtree(out, ignore_errors=True)
+    lightning_main(
         [
             "fit",
             "--config",
@@ -60,45 +68,42 @@ def run(config: Path, root: Path, out: Path, epochs: int, seed: int, extra: list
             str(seed),
             "--test_after_fit",
             "true",
+            *WRITERS,
             *extra,
         ]
     )
-    return json.loads(Path(cli.trainer.log_dir, "test_metrics.json").read_text())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiments", nargs="+", default=["baseline", "nrccr", "cl2cm", "dcot", "leccr"])
-    parser.add_argument("--mt_noise", nargs="+", type=float, default=[0.0])
-    parser.add_argument("--keys", nargs="+", default=["t2v_r1", "t2v_r5", "t2v_r10", "v2t_r1", "sumr"])
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--synth_seed", type=int, default=0)
+    parser.add_argument("--mt_noise", nargs="+", type=float, default=[0.0], help="one collection per MT noise rate")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seed_everything of the runs")
+    parser.add_argument("--metrics", nargs="+", default=None, help="table columns (default: leccr report's)")
+    parser.add_argument("--epochs", type=int, default=15, help="training epochs of every run")
+    parser.add_argument("--synth_seed", type=int, default=0, help="seed of the synthetic collections")
+    parser.add_argument("--n_train", type=int, default=300, help="training items of the synthetic collections")
     parser.add_argument("--ndcg", action="store_true", help="add ROUGE-L NDCG@25 at test time")
+    parser.add_argument("--runs", default="runs/compare_tiny", help="folder of the collections, runs and report")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for noise in args.mt_noise:
-            root = Path(tmp) / f"noise{noise}"
-            collection = write_synthetic_collection(root, SynthConfig(mt_noise=noise, seed=args.synth_seed))
-            extra = []
-            if args.ndcg:
-                extra = ["--model.init_args.eval_relevance", test_rouge_relevance(collection, root / "rouge.npy")]
-            for name in args.experiments:
-                metrics = run(
-                    experiment_path(name),
-                    root,
-                    Path(tmp) / "runs" / f"{name.replace('/', '_')}-{noise}",
-                    args.epochs,
-                    args.seed,
-                    extra,
-                )
-                rows.append((name, noise, [metrics.get(f"test/{k}", float("nan")) for k in args.keys]))
-    print("| experiment | MT noise | " + " | ".join(args.keys) + " |")
-    print("|---|---|" + "---|" * len(args.keys))
-    for name, noise, values in rows:
-        print(f"| {name} | {noise:g} | " + " | ".join(f"{v:.1f}" for v in values) + " |")
+    base = Path(args.runs)
+    outs = []
+    for noise in args.mt_noise:
+        root = base / "data" / f"noise{noise:g}"
+        shutil.rmtree(root, ignore_errors=True)
+        config = SynthConfig(mt_noise=noise, seed=args.synth_seed, n_train=args.n_train)
+        collection = write_synthetic_collection(root, config)
+        extra = []
+        if args.ndcg:
+            extra = ["--model.init_args.eval_relevance", test_rouge_relevance(collection, root / "rouge.npy")]
+        for name in args.experiments:
+            for seed in args.seeds:
+                out = base / "runs" / f"{name.replace('/', '_')}-noise{noise:g}-seed{seed}"
+                fit_and_test(experiment_path(name), root, out, args.epochs, seed, extra)
+                outs.append(str(out))
+    metrics = ["--metrics", *args.metrics] if args.metrics else []
+    report_main([*outs, "--out", str(base / "report"), *metrics])
 
 
 if __name__ == "__main__":

@@ -121,3 +121,26 @@ def dotted(config: dict, key: str):
         else:
             raise KeyError(f"{key!r}: no {part!r} in {sorted(node) if isinstance(node, dict) else type(node)}")
     return node
+
+
+def pair_context(scores, positives, rows: str = "target", columns: str = "visual", **fields):
+    """A ``PairContext`` for objective tests: the index defaults to one item per row, progress to 1, no batch."""
+    import torch
+
+    from leccr_lightning.methods.objectives import PairContext
+
+    defaults = {
+        "embeddings": {},
+        "index": torch.arange(scores.shape[0]),
+        "progress": 1.0,
+        "batch": {},
+    }
+    return PairContext(scores=scores, positives=positives, rows=rows, columns=columns, **{**defaults, **fields})
+
+
+def instantiate(config: str | Path, root: Path | str, *extra: str):
+    """The model and DataModule a config builds on the data under ``root`` (nothing is trained)."""
+    from leccr_lightning.cli import lightning_main
+
+    cli = lightning_main(["--config", str(config), "--data.init_args.root", str(root), *extra], run=False)
+    return cli.model, cli.datamodule

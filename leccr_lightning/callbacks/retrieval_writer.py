@@ -79,12 +79,12 @@ class RetrievalPredictionWriter(BasePredictionWriter):
         gallery = [b for b in batches if b["kind"] == "gallery"]
         _, query_views, query_ids = _stack(queries)
         _, gallery_views, gallery_ids = _stack(gallery)
+        out_dir = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)  # log_dir: every rank calls
         if trainer.global_rank != 0:
             return
         scorer = pl_module.scorer("predict")
         if hasattr(scorer, "fit"):
             scorer.fit(query_views, gallery_views, self.chunk_size)
-        out_dir = Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         k = min(self.top_k, len(gallery_ids))
         blocks = top_k_blocks(scorer, query_views, gallery_views, k, self.chunk_size, self.backend)

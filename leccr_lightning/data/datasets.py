@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from leccr_lightning.data.errors import DataFormatError
+from leccr_lightning.data.extras import BoundExtra, extras_batch
 from leccr_lightning.data.features import DescriptionFeatureStore, FeatureStore
 from leccr_lightning.data.images import ImageFolderStore
 from leccr_lightning.data.text import TokenizedTexts
@@ -67,6 +68,7 @@ class VisualItems:
 
     def __init__(self, visual_ids: Sequence[str], store: FeatureStore | ImageFolderStore, source: str | Path):
         self.ids = list(visual_ids)
+        self.source = Path(source)
         self.position = {visual_id: i for i, visual_id in enumerate(self.ids)}
         self.store = store
         store.check_ids(self.ids, source)
@@ -119,7 +121,8 @@ class PseudoParallelDataset(Dataset):
 
     ``texts`` maps a role to its tokenised captions and ``text_rows[role]`` gives, for every source caption, the row
     of that role's caption (the identity for ``source``; aligned rows for ``target``/``back``; the visual item's row
-    for ``description``). ``description_features`` (instead of description text) adds precomputed description tokens.
+    for ``description``). ``description_features`` (instead of description text) adds precomputed description tokens;
+    ``item_extras`` / ``caption_extras`` are bound to the items / the source captions (``data/extras.py``).
     """
 
     def __init__(
@@ -129,12 +132,16 @@ class PseudoParallelDataset(Dataset):
         texts: Mapping[str, TokenizedTexts],
         text_rows: Mapping[str, np.ndarray],
         description_features: ItemDescriptionFeatures | None = None,
+        item_extras: Mapping[str, BoundExtra] | None = None,
+        caption_extras: Mapping[str, BoundExtra] | None = None,
     ):
         self.source = source
         self.items = items
         self.texts = dict(texts)
         self.text_rows = dict(text_rows)
         self.description_features = description_features
+        self.item_extras = dict(item_extras or {})
+        self.caption_extras = dict(caption_extras or {})
         self.visual_index = positions_of(source, items)
 
     def __len__(self) -> int:
@@ -154,6 +161,7 @@ class PseudoParallelDataset(Dataset):
             "visual_index": torch.from_numpy(visual_index),
             "text": {role: self.texts[role].batch(self.text_rows[role][indices]) for role in self.texts},
             "caption_ids": [self.source.ids[i] for i in indices],
+            "extras": {**extras_batch(self.item_extras, visual_index), **extras_batch(self.caption_extras, indices)},
         }
         if self.description_features is not None:
             batch.update(self.description_features.batch(visual_index))
@@ -169,10 +177,13 @@ class QuerySet(Dataset):
         items: VisualItems,
         texts: Mapping[str, TokenizedTexts],
         text_rows: Mapping[str, np.ndarray],
+        caption_extras: Mapping[str, BoundExtra] | None = None,
     ):
         self.queries = queries
+        self.ids = list(queries.ids)
         self.texts = dict(texts)
         self.text_rows = dict(text_rows)
+        self.caption_extras = dict(caption_extras or {})
         self.targets = positions_of(queries, items)
 
     def __len__(self) -> int:
@@ -189,22 +200,26 @@ class QuerySet(Dataset):
             "target": torch.from_numpy(self.targets[indices]),
             "text": {role: self.texts[role].batch(self.text_rows[role][indices]) for role in self.texts},
             "caption_ids": [self.queries.ids[i] for i in indices],
+            "extras": extras_batch(self.caption_extras, indices),
         }
 
 
 class Gallery(Dataset):
     """Evaluation gallery: the split's visual items in id-list order (+ their descriptions, as text or precomputed
-    token features, if configured)."""
+    token features, and their item extras, if configured)."""
 
     def __init__(
         self,
         items: VisualItems,
         texts: Mapping[str, TokenizedTexts] | None = None,
         description_features: ItemDescriptionFeatures | None = None,
+        item_extras: Mapping[str, BoundExtra] | None = None,
     ):
         self.items = items
+        self.ids = items.ids
         self.texts = dict(texts or {})
         self.description_features = description_features
+        self.item_extras = dict(item_extras or {})
 
     def __len__(self) -> int:
         return len(self.items)
@@ -222,6 +237,7 @@ class Gallery(Dataset):
             "visual_mask": visual_mask,
             "text": {role: texts.batch(indices) for role, texts in self.texts.items()},
             "visual_ids": [self.items.ids[i] for i in indices],
+            "extras": extras_batch(self.item_extras, indices),
         }
         if self.description_features is not None:
             batch.update(self.description_features.batch(indices))

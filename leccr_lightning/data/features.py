@@ -20,6 +20,7 @@ import torch
 
 from leccr_lightning.data.errors import DataFormatError
 from leccr_lightning.data.images import ImageFolderStore
+from leccr_lightning.data.video.regions import RegionFeatureStore
 
 
 class FeatureStore(ABC):
@@ -388,9 +389,10 @@ def open_feature_store(
     image_size: int | None = None,
     image_train_scale: tuple[float, float] = (0.5, 1.0),
     augment: bool = False,
-) -> FeatureStore | ImageFolderStore:
+) -> FeatureStore | ImageFolderStore | RegionFeatureStore:
     """Build a store from its kind: ``bigfile`` | ``npy`` (needs ``ids``) | ``hdf5`` | ``images`` (raw images; ``ids``
-    is then the optional ``<id> <file>`` map, and the ``image_*`` options and ``augment`` choose the preprocessing)."""
+    is then the optional ``<id> <file>`` map, and the ``image_*`` options and ``augment`` choose the preprocessing) |
+    ``regions`` (per-video region shards, flattened to [F * R, D] per item, ``data/video/regions.py``)."""
     if kind == "bigfile":
         return BigFileStore(path, video2frames, max_frames, frame_sampling)
     if kind == "npy":
@@ -403,4 +405,6 @@ def open_feature_store(
         return ImageFolderStore(
             path, ids, image_model, image_size, augment=augment, train_scale=tuple(image_train_scale)
         )
-    raise ValueError(f"unknown feature store kind {kind!r}; expected bigfile, npy, hdf5 or images")
+    if kind == "regions":
+        return RegionFeatureStore(path, max_frames)
+    raise ValueError(f"unknown feature store kind {kind!r}; expected bigfile, npy, hdf5, images or regions")

@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Layout:
-    """File names (relative to ``TextData/`` for captions, to the collection folder otherwise)."""
+    """File names (relative to ``TextData/`` for captions, to the collection folder otherwise).
+
+    ``monolingual``: an English text-to-video collection of the Dual Encoding release (``source`` captions for
+    training, ``query`` captions for evaluation, concept tags; itr_video_methods §1.4).
+    """
 
     collection: str
     train: dict[str, str]
@@ -20,6 +24,7 @@ class Layout:
     features: str
     id_lists: dict[str, str] = field(default_factory=dict)
     video: bool = False
+    monolingual: bool = False
     language_overrides: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
 
     def resolve(self, language: str) -> dict[str, dict[str, str]]:
@@ -161,4 +166,25 @@ LAYOUTS: dict[str, Layout] = {
         features="FeatureData/resnext101-resnet152",
         video=True,
     ),
+    # English text-to-video collections (Dual Encoding / RIVRL); the key of VATEX's is vatex_en, its folder vatex
+    **{
+        ("vatex_en" if name == "vatex" else name): Layout(
+            collection=name,
+            train={"source": f"{name}train.caption.txt"},
+            val={"query": f"{name}val.caption.txt"},
+            test={"query": f"{name}test.caption.txt"},
+            features=f"FeatureData/{feature}",
+            video=True,
+            monolingual=True,
+        )
+        for name, feature in (
+            ("synthvideo", "synthetic_frames"),
+            ("msrvtt10k", "resnext101-resnet152"),
+            ("msrvtt10kyu", "resnext101-resnet152"),
+            ("msrvtt10kmiech", "resnext101-resnet152"),
+            ("vatex", "i3d_kinetics"),
+            ("tgif_li", "resnext-101_resnet152-13k"),
+            ("tgif_chen", "resnet152.pth"),
+        )
+    },
 }

@@ -14,9 +14,10 @@ captions, for the RVSE++ BiGRU) or with any tokenizer ``data/text.py`` loads or 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -292,6 +293,122 @@ def word_level_tokenizer(word2idx: dict[str, int]):
     )
 
 
+def _sample_generator(seed: int, epoch: int, caption_id: str, stream: str) -> torch.Generator:
+    """A generator seeded from (seed, epoch, caption id, stream) alone: the same draws whatever the batch, the
+    worker, the rank or a resumption from a checkpoint."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{caption_id}/{stream}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+
+
+class RegionCaptionAugmentation:
+    """The RVSE++ training augmentations (AAA-Zheng/RVSEPP ``image_caption.py:53-98``), applied to a collated batch.
+
+    * Region drop: every region of an image is kept when u > ``region_drop`` (u ~ U[0, 1), 0.2, ``:53-56``); the
+      kept regions are moved to the front and the set zero-padded to the longest set of the batch, as the official
+      ``collate_fn`` pads (``:118-123``; the BatchNorm of the region MLP sees the same rows).
+    * Caption perturbation: every token, ``<start>`` and ``<end>`` included, is perturbed when u < ``token_perturb``
+      (0.2, ``:79-94``); then with v = u / ``token_perturb`` it becomes the mask token when v < ``mask_share`` (0.5),
+      a uniformly random id of the vocabulary when v < ``mask_share + random_share`` (0.1), and is deleted otherwise
+      (0.4).
+
+    Each caption draws from its own generator seeded by (``seed``, epoch, caption id, stream), so a resumed run draws
+    exactly what an uninterrupted one draws. Differences from the official code: an image whose every region would
+    be dropped keeps them all and a caption whose every token would be deleted keeps all its tokens (the official
+    code fails on an empty set; p = 0.2^36 for BUTD regions); draws come from torch generators, not Python's
+    ``random`` / NumPy's global state.
+    """
+
+    def __init__(
+        self,
+        region_drop: float = 0.2,
+        token_perturb: float = 0.2,
+        mask_share: float = 0.5,
+        random_share: float = 0.1,
+        seed: int = 0,
+    ):
+        for name, value in (("region_drop", region_drop), ("token_perturb", token_perturb)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}: expected a probability in [0, 1), got {value}")
+        if mask_share < 0 or random_share < 0 or mask_share + random_share > 1:
+            raise ValueError(
+                f"mask_share + random_share must lie in [0, 1] with both >= 0, got {mask_share} + {random_share}"
+            )
+        self.region_drop, self.token_perturb = region_drop, token_perturb
+        self.mask_share, self.random_share, self.seed = mask_share, random_share, seed
+
+    def drop_regions(
+        self, visual: torch.Tensor, mask: torch.Tensor, generators: Sequence[torch.Generator]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``visual`` [B, R, D] and ``mask`` [B, R] with the dropped regions removed (kept ones first, zero-padded)."""
+        kept = []
+        for row, generator in enumerate(generators):
+            regions = mask[row].bool().nonzero().squeeze(1)
+            keep = torch.rand(len(regions), generator=generator) > self.region_drop
+            kept.append(regions[keep.to(regions.device)] if bool(keep.any()) else regions)
+        width = max(len(k) for k in kept)
+        out = visual.new_zeros(visual.shape[0], width, visual.shape[2])
+        out_mask = torch.zeros(visual.shape[0], width, dtype=torch.bool, device=visual.device)
+        for row, regions in enumerate(kept):
+            out[row, : len(regions)] = visual[row, regions]
+            out_mask[row, : len(regions)] = True
+        return out, out_mask
+
+    def perturb_tokens(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        generators: Sequence[torch.Generator],
+        mask_id: int,
+        vocab_size: int,
+        pad_id: int,
+    ) -> dict[str, torch.Tensor]:
+        """Perturbed ``input_ids`` / ``attention_mask`` [B, L'] (valid tokens first, ``pad_id`` beyond)."""
+        captions = []
+        for row, generator in enumerate(generators):
+            tokens = input_ids[row, attention_mask[row].bool()]
+            u = torch.rand(len(tokens), generator=generator, dtype=torch.float64)
+            random_ids = torch.randint(vocab_size, (len(tokens),), generator=generator)
+            v = u / self.token_perturb if self.token_perturb > 0 else u
+            hit = u < self.token_perturb
+            masked = hit & (v < self.mask_share)
+            randomised = hit & ~masked & (v < self.mask_share + self.random_share)
+            deleted = hit & ~masked & ~randomised
+            new = torch.where(masked, torch.full_like(tokens, mask_id), tokens)
+            new = torch.where(randomised, random_ids.to(tokens), new)
+            kept = new[~deleted.to(new.device)]
+            captions.append(kept if len(kept) else tokens)
+        width = max(len(c) for c in captions)
+        ids = input_ids.new_full((len(captions), width), pad_id)
+        out_mask = attention_mask.new_zeros(len(captions), width)
+        for row, caption in enumerate(captions):
+            ids[row, : len(caption)] = caption
+            out_mask[row, : len(caption)] = 1
+        return {"input_ids": ids, "attention_mask": out_mask}
+
+    def __call__(self, batch: Mapping, epoch: int, mask_id: int | None, vocab_size: int, pad_id: int) -> dict:
+        """A copy of the training ``batch`` with dropped regions and perturbed captions of every text role."""
+        caption_ids = batch["caption_ids"]
+        out = dict(batch)
+        if self.region_drop > 0:
+            generators = [_sample_generator(self.seed, epoch, c, "regions") for c in caption_ids]
+            out["visual"], out["visual_mask"] = self.drop_regions(batch["visual"], batch["visual_mask"], generators)
+        if self.token_perturb > 0:
+            if mask_id is None and self.mask_share > 0:
+                raise ValueError("caption perturbation masks tokens, but the tokenizer has no mask token")
+            out["text"] = {
+                role: self.perturb_tokens(
+                    tokens["input_ids"],
+                    tokens["attention_mask"],
+                    [_sample_generator(self.seed, epoch, c, f"text/{role}") for c in caption_ids],
+                    -1 if mask_id is None else mask_id,
+                    vocab_size,
+                    pad_id,
+                )
+                for role, tokens in batch["text"].items()
+            }
+        return out
+
+
 class PrecompDataModule(RetrievalDataModule):
     """SCAN precomp image-text data with exactly the ``CCRDataModule`` batch contract.
 
@@ -375,6 +492,12 @@ class PrecompDataModule(RetrievalDataModule):
     def vocab_size(self) -> int:
         """Tokenizer vocabulary size (linked into the model's text encoder by the CLI)."""
         return len(self.tokenizer)
+
+    @property
+    def train_caption_ids(self) -> tuple[str, ...]:
+        """The training caption ids in ``{train_split}_caps.txt`` line order (the row order of the released caption
+        embedding files, Listwise_ITR ``data.py:26,54-59``)."""
+        return self._train.captions.ids
 
     def precomp_split(self, split: str) -> PrecompSplit:
         """The raw precomp split behind ``train``/``val``/``test`` (captions, store, external image ids)."""

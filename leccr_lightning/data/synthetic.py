@@ -11,7 +11,15 @@ English ones; back-translations and ``xx2enc`` translations are noisy. Each item
 mentions all its concepts. With ``write_images`` every image item is also rendered as a small picture
 ``images/<visual_id>.png`` (one coloured shape per concept, colour and shape fixed per concept, in a random cell of a
 grid, plus pixel noise), for end-to-end training of an image backbone. Everything is deterministic for a seed (the
-pictures draw from their own generator, so the other files do not change with ``write_images``).
+pictures draw from their own generator, so the other files do not change with ``write_images``). ``regions``,
+``frame_tokens`` and ``frame_images`` add the video extras of ``data/video/synthetic.py`` (region shards, cached frame
+tokens, frame pictures; images count as one-frame videos), from a generator of their own as well.
+
+A ``monolingual`` layout (the Dual Encoding video collections, ``msrvtt10k`` ... ``synthvideo``) gets English captions
+``<videoid>#<k>`` for every split, the concept tags mined from its training captions as ``leccr tags`` does, a
+``word_dim``-d word2vec BigFile ``<root>/word2vec/flickr/vec500flickr30m`` and ``sentence_dim``-d caption features
+``<root>/bert_extract/<name>_cap_feat.hdf5`` (a noisy sum of the mentioned concepts' random directions; ``name`` is
+``msrvtt10k`` for every MSR-VTT split, as upstream reads it).
 """
 
 from __future__ import annotations
@@ -116,6 +124,14 @@ class SynthConfig:
     write_images: bool = False
     image_size: int = 32
     image_noise: float = 0.05
+    regions: bool = False
+    regions_per_frame: int = 6
+    region_absent: float = 0.3
+    frame_tokens: bool = False
+    frame_images: bool = False
+    word_dim: int = 500
+    sentence_dim: int = 1024
+    tag_vocabulary_size: int = 512
     seed: int = 0
 
 
@@ -233,17 +249,24 @@ class SyntheticWriter:
             "test": self._items(f"{kind}te", config.n_test),
         }
         self._write_features(folder / layout.features, splits, video=config.video or layout.video)
-        for xx in config.languages:
-            for split, name in layout.id_list_names(xx).items():
-                id_file = folder / name
-                id_file.parent.mkdir(parents=True, exist_ok=True)
-                id_file.write_text("".join(f"{v}\n" for v in splits[split]))
-        self._write_train(text_dir, layout, splits["train"])
-        for split in ("val", "test"):
-            self._write_eval(text_dir, layout, split, splits[split])
+        if layout.monolingual:
+            self._write_monolingual(Path(out), folder, layout, splits)
+        else:
+            for xx in config.languages:
+                for split, name in layout.id_list_names(xx).items():
+                    id_file = folder / name
+                    id_file.parent.mkdir(parents=True, exist_ok=True)
+                    id_file.write_text("".join(f"{v}\n" for v in splits[split]))
+            self._write_train(text_dir, layout, splits["train"])
+            for split in ("val", "test"):
+                self._write_eval(text_dir, layout, split, splits[split])
         self._write_descriptions(folder / "descriptions", splits)
         if config.write_images:
             self._write_images(folder / "images", splits)
+        if config.regions or config.frame_tokens or config.frame_images:
+            from leccr_lightning.data.video.synthetic import write_video_extras
+
+            write_video_extras(folder, splits, self.prototypes, config)
         manifest = {
             "config": asdict(config),
             "collection": layout.collection,
@@ -273,6 +296,41 @@ class SyntheticWriter:
         write_bigfile(path, names, np.stack(rows))
         if video:
             (path / "video2frames.txt").write_text(repr(video2frames))
+
+    def _write_monolingual(self, root: Path, folder: Path, layout: Layout, splits: dict[str, dict[str, list[int]]]):
+        """English captions of every split, mined concept tags, a word2vec BigFile and caption features."""
+        import h5py
+
+        from leccr_lightning.data.video.captions import read_video_captions
+        from leccr_lightning.data.video.tags import mine_concept_tags, write_concept_tags
+
+        config = self.config
+        directions = self._unit(self.rng.standard_normal((config.n_concepts, config.sentence_dim)))
+        sentences: dict[str, np.ndarray] = {}
+        names = {"train": layout.train["source"], "val": layout.val["query"], "test": layout.test["query"]}
+        for split, items in splits.items():
+            captions = []
+            for visual_id, concepts in items.items():
+                for k in range(self._n_captions()):
+                    words = self._english(concepts)
+                    mentioned = [self.nouns.index(w) for w in words if w in self.nouns]
+                    noise = self.rng.standard_normal(config.sentence_dim) / np.sqrt(config.sentence_dim)
+                    sentences[f"{visual_id}#{k}"] = (directions[mentioned].sum(0) + noise).astype(np.float32)
+                    captions.append((f"{visual_id}#{k}", " ".join(words)))
+            write_caption_file(folder / "TextData" / names[split], captions)
+        train = read_video_captions(folder / "TextData" / layout.train["source"])
+        write_concept_tags(folder, mine_concept_tags(train), config.tag_vocabulary_size)
+        words = list(self.nouns) + list(_FILLERS)
+        write_bigfile(
+            root / "word2vec" / "flickr" / "vec500flickr30m",
+            words,
+            self.rng.standard_normal((len(words), config.word_dim)).astype(np.float32),
+        )
+        name = "msrvtt10k" if "msrvtt10k" in layout.collection else layout.collection
+        (root / "bert_extract").mkdir(parents=True, exist_ok=True)
+        with h5py.File(root / "bert_extract" / f"{name}_cap_feat.hdf5", "w") as handle:
+            for cap_id, vector in sentences.items():
+                handle.create_dataset(cap_id, data=vector)
 
     def _write_train(self, text_dir: Path, layout: Layout, items: dict[str, list[int]]) -> None:
         english: list[tuple[str, list[str]]] = []

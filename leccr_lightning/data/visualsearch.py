@@ -9,6 +9,7 @@ target-language caption) and ``xx2enc`` (MT of the human xx caption into English
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,12 +92,18 @@ class CaptionFile:
         return list(dict.fromkeys(self.visual_ids))
 
 
-def read_caption_file(path: str | Path, expected_tag: str | None = None) -> CaptionFile:
+def read_caption_file(
+    path: str | Path,
+    expected_tag: str | None = None,
+    parse_id: Callable[[str], CaptionId] | None = None,
+) -> CaptionFile:
     """Read a ``*.caption.txt`` file; every malformed line is an error naming the file and line number.
 
-    Checks: UTF-8 decodable, ``id text`` with a non-empty text, a well-formed id, the id's tag equal to
-    ``expected_tag`` when given, and no duplicate ids.
+    Checks: UTF-8 decodable, ``id text`` with a non-empty text, a well-formed id (``parse_id``, default the CCR grammar
+    ``parse_caption_id``; it raises ValueError on a malformed id), the id's tag equal to ``expected_tag`` when given,
+    and no duplicate ids.
     """
+    parse_id = parse_id or parse_caption_id
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"caption file {path} does not exist")
@@ -120,7 +127,7 @@ def read_caption_file(path: str | Path, expected_tag: str | None = None) -> Capt
                     f"no caption id: expected '<visual_id>#<tag>#<k> <text>', got {line[:60]!r}",
                 )
             try:
-                cid = parse_caption_id(cap_id)
+                cid = parse_id(cap_id)
             except ValueError as err:
                 raise DataFormatError(path, line_no, str(err)) from err
             if expected_tag is not None and cid.tag != expected_tag:

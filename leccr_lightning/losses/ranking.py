@@ -17,8 +17,8 @@ IDEAL_TIES = ("sorted", "shared")
 KENDALL_FORMS = ("hinge", "paper")
 
 
-def _check_relevance(scores: Tensor, relevance: Tensor) -> None:
-    check_pair_inputs(scores, relevance, "relevance")
+def _check_gains(relevance: Tensor) -> None:
+    """NDCG gains need relevance >= 0 (a Kendall loss reads only differences, so any real relevance suits it)."""
     if bool((relevance < 0).any()):
         raise ValueError(f"relevance: expected values >= 0, got a minimum of {float(relevance.min())}")
 
@@ -68,7 +68,8 @@ def smooth_ndcg_loss(
     standard ideal DCG (matching the shared NDCG metric, itr spec §10.3); ``"shared"`` gives tied relevances
     the better ideal rank as the released code does. Rows with zero ideal DCG are skipped.
     """
-    _check_relevance(scores, relevance)
+    check_pair_inputs(scores, relevance, "relevance")
+    _check_gains(relevance)
     check_choice("gain", gain, GAINS)
     check_choice("ideal_ties", ideal_ties, IDEAL_TIES)
     if k is not None and k < 1:
@@ -106,7 +107,7 @@ def kendall_rank_loss(
     relevance-sorted order; ``hard_mining`` keeps, for each candidate i, only its worst pair (i, j).
     Returns 0 (with a graph) when no pair qualifies, instead of the released code's 0/0.
     """
-    _check_relevance(scores, relevance)
+    check_pair_inputs(scores, relevance, "relevance")
     check_choice("form", form, KENDALL_FORMS)
     check_positive("surrogate_tau", surrogate_tau)
     if window is not None and window < 1:

@@ -1,5 +1,6 @@
 """LECCR slot losses (ccr_methods §3.3 items 2, 3, 5): max-over-slots similarity, slot-text matching, slot-vision
-alignment and the softened matching under English guidance. Pure functions of embeddings and score matrices.
+alignment and the softened matching under English guidance. Pure functions of embeddings and score matrices
+(official code: ``LiJiaBei-7/leccr:LECCR/models/model_retrieval_caption.py``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from leccr_lightning.losses.distillation import kl_to_soft_target, mix_targets
-from leccr_lightning.losses.pairwise import info_nce
+from leccr_lightning.losses.pairwise import check_choice, info_nce
 
 
 def _check_slots(slots: Tensor, name: str = "slots") -> None:
@@ -43,30 +44,39 @@ def slot_text_matching(slots: Tensor, texts: Tensor, temperature: float | Tensor
     return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
 
 
-def slot_vision_scores(slots: Tensor, tokens: Tensor, token_mask: Tensor | None = None) -> Tensor:
-    """G_ij = mean_{k,p} c_{k,i} . x_{p,j} over the slots of item i and the valid tokens p of visual j.
+SLOT_VISION_NORMS = ("vector", "across")
 
-    By linearity G = mean_k(c_i) . mean_p(x_j), computed that way (no [I, N, J, T] tensor) (LECCR §3.3 item 3).
+
+def slot_vision_summary(x: Tensor, mask: Tensor | None = None, normalize: str = "vector") -> Tensor:
+    """mean_k x_hat_k over the valid vectors of each item: x [B, K, D] (projected slots or tokens) -> [B, D].
+
+    ``normalize="vector"`` makes every vector x_k unit length (the L_cv of LECCR §3.3 item 3); ``"across"`` is the
+    official ``F.normalize(x)`` with its default dim=1, which normalises each feature over the K vectors of an item
+    (LiJiaBei-7/leccr:LECCR/models/model_retrieval_caption.py:123-124). ``mask`` [B, K] leaves padded vectors out of
+    the normalisation and the mean; ``None`` counts every position (the official video code, which also averages
+    padded frames, video_model_retrieval_caption.py:149-160).
     """
-    _check_slots(slots)
-    _check_slots(tokens, "tokens")
-    if token_mask is None:
-        token_mean = tokens.mean(dim=1)
-    else:
-        weights = token_mask.to(tokens.dtype).unsqueeze(-1)
-        token_mean = (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-    return slots.mean(dim=1) @ token_mean.T
+    _check_slots(x, "x")
+    check_choice("normalize", normalize, SLOT_VISION_NORMS)
+    weights = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device) if mask is None else mask.to(x.dtype)
+    x = x * weights.unsqueeze(-1)
+    unit = F.normalize(x, dim=-1 if normalize == "vector" else 1)
+    return (unit * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True).clamp_min(1.0)
 
 
-def slot_vision_alignment(
-    slots: Tensor, tokens: Tensor, positive_mask: Tensor, token_mask: Tensor | None = None
-) -> Tensor:
+def slot_vision_alignment(slot_summary: Tensor, token_summary: Tensor, positive_mask: Tensor) -> Tensor:
     """L_cv = -(1/B) sum_i sum_j y_ij log softmax_j(G_ij), one direction, no temperature (LECCR §3.3 item 3).
 
-    ``slots`` and ``tokens`` are the unit-normalised projections norm(cproj(S0)) and norm(vproj(X));
+    G_ij = mean_{k,p} c_hat_{k,i} . x_hat_{p,j} = s_i . u_j by linearity, with s = :func:`slot_vision_summary` of the
+    projected slots norm(cproj(S0)) [I, D] and u that of the projected visual tokens norm(vproj(X)) [J, D];
     y = multi-positive labels from ``positive_mask`` [I, J].
     """
-    return info_nce(slot_vision_scores(slots, tokens, token_mask), positive_mask)
+    if slot_summary.dim() != 2 or token_summary.dim() != 2:
+        raise ValueError(
+            f"slot_vision_alignment takes [items, D] summaries, got {tuple(slot_summary.shape)} and "
+            f"{tuple(token_summary.shape)}"
+        )
+    return info_nce(slot_summary @ token_summary.T, positive_mask)
 
 
 def english_guided_soft_matching(

@@ -1,7 +1,7 @@
 """The MT baseline of the CCR papers: a dual encoder trained on (visual, English) and (visual, MT target) pairs.
 
 One shared multilingual text encoder and one visual encoder map into a joint space of unit vectors; scores are
-cosine similarities. The objective is a constructor argument (``methods/objectives.py``: the VSE++ hardest-negative
+cosine similarities. The objective is a constructor argument (``methods/objectives/``: the VSE++ hardest-negative
 triplet of ccr_methods §2.2 item 1, the symmetric multi-positive InfoNCE of §3.3, or any plug-in objective):
 
     L = L(S(source, visual)) + target_weight * L(S(target, visual)),
@@ -17,12 +17,11 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from leccr_lightning.losses import positive_mask_from_ids
 from leccr_lightning.methods.base import RetrievalMethod
 from leccr_lightning.methods.objectives import InfoNCEObjective, PairObjective
 from leccr_lightning.modules.heads import ProjectionHead
 from leccr_lightning.modules.text_encoders import HFTextEncoder
-from leccr_lightning.modules.visual_encoders import FeatureMLP, FrameTransformer
+from leccr_lightning.modules.visual_encoders import build_visual_encoder
 
 
 class DualEncoder(nn.Module):
@@ -42,6 +41,7 @@ class DualEncoder(nn.Module):
         visual_hidden: int,
         visual_heads: int,
         max_frames: int,
+        visual_options: dict | None,
         embed_dim: int,
         batch_norm: bool,
         dropout: float,
@@ -56,12 +56,14 @@ class DualEncoder(nn.Module):
             trainable_layers=trainable_layers,
             pooling=pooling,
         )
-        if visual_encoder == "mlp":
-            self.visual = FeatureMLP(visual_dim, visual_hidden)
-        elif visual_encoder == "frames":
-            self.visual = FrameTransformer(visual_dim, visual_hidden, num_heads=visual_heads, max_frames=max_frames)
-        else:
-            raise ValueError(f"unknown visual_encoder {visual_encoder!r}; expected 'mlp' or 'frames'")
+        self.visual = build_visual_encoder(
+            visual_encoder,
+            visual_dim,
+            hidden=visual_hidden,
+            heads=visual_heads,
+            max_frames=max_frames,
+            options=visual_options,
+        )
         self.text_head = ProjectionHead(self.text.hidden_size, embed_dim, batch_norm, dropout)
         self.visual_head = ProjectionHead(self.visual.out_dim, embed_dim, batch_norm, dropout)
 
@@ -70,8 +72,7 @@ class DualEncoder(nn.Module):
         return self.text_head(pooled)
 
     def embed_visual(self, visual: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        _, pooled = self.visual(visual, mask)
-        return self.visual_head(pooled)
+        return self.visual_head(self.visual(visual, mask).pooled)
 
 
 class DualEncoderBaseline(RetrievalMethod):
@@ -82,12 +83,12 @@ class DualEncoderBaseline(RetrievalMethod):
         text_model: ``"tiny"`` (random-init BERT of ``text_hidden``/``text_layers``/``text_heads``) or a local
             Hugging Face directory (e.g. mBERT).
         trainable_layers: text layers to fine-tune (``None``: all).
-        visual_encoder: ``"mlp"`` (global features) or ``"frames"`` (frame transformer over a video).
-        objective: the alignment objective (default: symmetric InfoNCE, temperature 0.07); its ``context`` holds
-            ``pair`` (``"source"``/``"target"``), ``progress`` in [0, 1], the embeddings ``text`` and ``visual``
-            whose product is the score matrix, both caption embeddings ``source``/``target``, the visual
-            ``index`` and the ``batch``.
+        visual_encoder: a ``modules.visual_encoders`` kind: ``"mlp"`` (global features) or ``"frames"`` (frame
+            transformer over a video), or any registered kind; ``visual_options`` are its further arguments.
+        objective: the alignment objective of the pairs (source, visual) and (target, visual) (default: symmetric
+            InfoNCE, temperature 0.07); its ``PairContext`` carries the visual, source and target embeddings.
         target_weight: weight of the MT-target term (NRCCR's ``tri_alpha`` = 0.6; 1.0 here by default).
+        mask_same_item (``RetrievalMethod``): two captions of one item in a batch are never negatives.
     """
 
     module_arguments: tuple[str, ...] = ()
@@ -107,12 +108,12 @@ class DualEncoderBaseline(RetrievalMethod):
         visual_hidden: int = 128,
         visual_heads: int = 4,
         max_visual_positions: int = 80,
+        visual_options: dict | None = None,
         embed_dim: int = 128,
         batch_norm: bool = False,
         dropout: float = 0.0,
         objective: PairObjective | None = None,
         target_weight: float = 1.0,
-        mask_same_item: bool = True,
         **base_kwargs,
     ):
         super().__init__(**base_kwargs)
@@ -130,34 +131,20 @@ class DualEncoderBaseline(RetrievalMethod):
             visual_hidden,
             visual_heads,
             max_visual_positions,
+            visual_options,
             embed_dim,
             batch_norm,
             dropout,
         )
-        self.objective = objective if objective is not None else InfoNCEObjective()
-
-    def positives(self, text_index: torch.Tensor, visual_index: torch.Tensor) -> torch.Tensor:
-        """P_ij = same visual item (or the identity when ``mask_same_item`` is off, as in the official code)."""
-        if self.hparams.mask_same_item:
-            return positive_mask_from_ids(text_index, visual_index)
-        return torch.eye(len(text_index), len(visual_index), dtype=torch.bool, device=text_index.device)
+        self.objective = self.attach_objective(objective if objective is not None else InfoNCEObjective())
 
     def compute_losses(self, batch: Mapping) -> dict[str, torch.Tensor]:
-        visual = self.gather(self.encoder.embed_visual(batch["visual"], batch["visual_mask"]))
-        index = self.gather(batch["visual_index"])
-        source = self.gather(self.encoder.embed_text(batch["text"]["source"]))
-        target = self.gather(self.encoder.embed_text(batch["text"]["target"]))
-        positives = self.positives(index, index)
-        shared = {
-            "progress": self.training_progress(),
-            "visual": visual,
-            "source": source,
-            "target": target,
-            "index": index,
-            "batch": batch,
-        }
-        loss_source = self.objective(source @ visual.T, positives, {**shared, "pair": "source", "text": source})
-        loss_target = self.objective(target @ visual.T, positives, {**shared, "pair": "target", "text": target})
+        visual = self.encoder.embed_visual(batch["visual"], batch["visual_mask"])
+        source = self.encoder.embed_text(batch["text"]["source"])
+        target = self.encoder.embed_text(batch["text"]["target"])
+        step = self.alignment_step(batch, {"visual": visual, "source": source, "target": target})
+        loss_source = self.objective(step.pair("source", "visual"))
+        loss_target = self.objective(step.pair("target", "visual"))
         return {
             "loss": loss_source + self.hparams.target_weight * loss_target,
             "source": loss_source,

@@ -32,9 +32,22 @@ class CL2CM(DualEncoderBaseline):
         lingual_objective: L_sent (default symmetric InfoNCE); sent_weight 1.0, word_weight 1.0, kd_weight 1.0.
         kd_student_temperature / kd_teacher_temperature: tau_S, tau_T of L_kd (0.07 / 0.07).
         ot_epsilon, ot_max_iter: word-level Sinkhorn entropy (0.05) and iterations (100).
+
+    Reconstructed choices (no official code; the paper body was not available, ccr_methods §4.2), with defaults:
+        - SE and TE are one shared text encoder; the CL network has its own projection head (``lingual_head``).
+        - L_sent: symmetric InfoNCE (0.07) between t^CL and s^CL (``lingual_objective``), weight 1.0.
+        - L_word: entropic OT distance <P*, C> between the mBERT token states of s and t, C = 1 - cos, uniform
+          marginals over valid tokens, eps 0.05, 100 log-domain Sinkhorn iterations, the plan held constant; weight 1.0.
+        - CM network: the alignment ``objective`` on (s, v) and (t, v) (InfoNCE 0.07), MT weight 1.0.
+        - L_kd: cross-entropy of softmax(t^CM v^T / 0.07) to the detached softmax(t^CL s^CL^T / 0.07), rows and
+          columns; weight 1.0.
+        - Inference: the CM network alone (t^CM against v), plain cosine.
+        - Recipes: the NRCCR-like recipe of configs/model/cl2cm.yaml (mBERT layers 3-11 / 5-11, NRCCR's visual
+          encoders, 1536-d with BatchNorm and dropout 0.2, Adam 1e-4, clip 2.0), selection on validation SumR.
     """
 
     module_arguments = ("lingual_objective",)
+    context_roles = ("visual", "source", "target", "source_lingual", "target_lingual")
 
     def __init__(
         self,
@@ -52,7 +65,9 @@ class CL2CM(DualEncoderBaseline):
         super().__init__(visual_dim, **baseline_kwargs)
         hp = self.hparams
         self.lingual_head = ProjectionHead(self.encoder.text.hidden_size, hp.embed_dim, hp.batch_norm, hp.dropout)
-        self.lingual_objective = lingual_objective if lingual_objective is not None else InfoNCEObjective()
+        self.lingual_objective = self.attach_objective(
+            lingual_objective if lingual_objective is not None else InfoNCEObjective()
+        )
 
     def _text(self, tokens: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(token states [B, L, H], pooled [B, H]) of the shared text encoder."""
@@ -71,32 +86,24 @@ class CL2CM(DualEncoderBaseline):
             hp.ot_epsilon,
             hp.ot_max_iter,
         ).mean()
-        visual = self.gather(self.encoder.embed_visual(batch["visual"], batch["visual_mask"]))
-        source_cm = self.gather(self.encoder.text_head(pooled_s))
-        target_cm = self.gather(self.encoder.text_head(pooled_t))
-        source_cl = self.gather(self.lingual_head(pooled_s))
-        target_cl = self.gather(self.lingual_head(pooled_t))
-        index = self.gather(batch["visual_index"])
-        positives = self.positives(index, index)
-        shared = {
-            "progress": self.training_progress(),
+        visual = self.encoder.embed_visual(batch["visual"], batch["visual_mask"])
+        embeddings = {
             "visual": visual,
-            "source": source_cm,
-            "target": target_cm,
-            "index": index,
-            "batch": batch,
+            "source": self.encoder.text_head(pooled_s),
+            "target": self.encoder.text_head(pooled_t),
+            "source_lingual": self.lingual_head(pooled_s),
+            "target_lingual": self.lingual_head(pooled_t),
         }
+        step = self.alignment_step(batch, embeddings)
+        target_cm, visual = step.embeddings["target"], step.embeddings["visual"]
+        lingual = step.pair("target_lingual", "source_lingual")
         terms = {
-            "cm_source": self.objective(
-                source_cm @ visual.T, positives, {**shared, "pair": "source", "text": source_cm}
-            ),
-            "cm_target": self.objective(
-                target_cm @ visual.T, positives, {**shared, "pair": "target", "text": target_cm}
-            ),
-            "sent": self.lingual_objective(target_cl @ source_cl.T, positives),
+            "cm_source": self.objective(step.pair("source", "visual")),
+            "cm_target": self.objective(step.pair("target", "visual")),
+            "sent": self.lingual_objective(lingual),
             "word": word,
             "kd": soft_target_distillation(
-                target_cm @ visual.T / hp.kd_student_temperature, target_cl @ source_cl.T / hp.kd_teacher_temperature
+                target_cm @ visual.T / hp.kd_student_temperature, lingual.scores / hp.kd_teacher_temperature
             ),
         }
         terms["loss"] = (

@@ -1,6 +1,7 @@
 """Retrieval metrics: counting core (``ranking``), scorers (``scoring``), torchmetrics ``retrieval``."""
 
 from leccr_lightning.metrics.ranking import (
+    RetrievalRanks,
     ndcg_at_k,
     retrieval_report,
     retrieval_report_from_embeddings,
@@ -13,6 +14,7 @@ __all__ = [
     "DotScorer",
     "FusedScorer",
     "RetrievalMetric",
+    "RetrievalRanks",
     "minmax_normalize",
     "ndcg_at_k",
     "retrieval_report",

@@ -1,17 +1,16 @@
 """Image-text evaluation protocols over the shared ranking core: NDCG@k both ways, MSCOCO 1K (5 folds) and 5K.
 
-Rows are captions (queries of t2v), columns images (queries of v2t), as in ``retrieval_report``. Rules
-(itr spec §9.1, §9.3): ranks are 1-based with the optimistic tie policy of the ranking core (a negative
-tied with
-the positive does not push it down; the official RVSE++/VSE code uses argsort, i.e. index order); NDCG
-ranks by a
-stable sort (ties by lower gallery index) and averages all queries (``teran_v2t=True`` drops v2t queries whose
-NDCG is exactly 0, as TERAN's i2t mean does). COCO 1K: fold f holds images f*1000 ... (f+1)*1000 - 1 and their
-captions; every metric is averaged over the five folds. COCO 5K: the full ``testall``.
+Rows are captions (queries of t2v), columns images (queries of v2t), as in ``retrieval_report``. Rules (itr spec
+§9.1, §9.3): ranks are 1-based with the optimistic tie policy of the ranking core (a negative tied with the positive
+does not push it down; the official RVSE++/VSE code uses argsort, i.e. index order); NDCG ranks by a stable sort
+(ties by lower gallery index) and averages all queries (``teran_v2t=True`` drops v2t queries whose NDCG is exactly 0,
+as TERAN's i2t mean does). COCO 1K: fold f holds images f*1000 ... (f+1)*1000 - 1 and their captions; every metric
+is averaged over the five folds. COCO 5K: the full ``testall``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -19,7 +18,6 @@ from torch import Tensor
 
 from leccr_lightning.metrics.ranking import (
     AUTO_CHUNK_ROWS,
-    MAX_FULL_SCORE_ELEMENTS,
     _as_float32,
     _stable_top_k,
     ndcg_at_k,
@@ -27,6 +25,9 @@ from leccr_lightning.metrics.ranking import (
     validate_chunk_size,
 )
 from leccr_lightning.metrics.scoring import Views, slice_views
+
+MAX_FULL_SCORE_ELEMENTS = 2**27
+"""Q*G up to which NDCG with ``chunk_size=None`` scores one full [Q, G] block (512 MiB of fp32)."""
 
 
 def ndcg_report(scores: Tensor, relevance: Tensor, k: int = 25, teran_v2t: bool = False) -> dict[str, float]:
@@ -120,9 +121,11 @@ def full_report(
     ndcg_k: int = 25,
     teran_v2t: bool = False,
 ) -> dict[str, float]:
-    """``retrieval_report`` plus, when ``relevance`` is given, the NDCG@``ndcg_k`` keys of
-    :func:`ndcg_report`."""
+    """``retrieval_report`` with the image-text MedR (floor of the median rank), plus, when ``relevance`` is given,
+    the NDCG@``ndcg_k`` keys of :func:`ndcg_report`."""
     report = retrieval_report(scores, query_to_gallery, ks)
+    # MedR of the official i2t / t2i: floor(median(0-based)) + 1 = floor(median(1-based)) (RVSEPP evaluation.py:326,370)
+    report.update({key: float(math.floor(report[key])) for key in ("t2v_medr", "v2t_medr")})
     if relevance is not None:
         report.update(ndcg_report(scores, relevance, ndcg_k, teran_v2t))
     return report
@@ -174,8 +177,7 @@ def coco_report(
     n_folds: int = 5,
     teran_v2t: bool = False,
 ) -> dict[str, float]:
-    """MSCOCO ``testall`` protocols: ``coco1k/<key>`` (mean over ``n_folds`` folds) and ``coco5k/<key>``
-    (full)."""
+    """MSCOCO ``testall`` protocols: ``coco1k/<key>`` (mean over ``n_folds`` folds) and ``coco5k/<key>`` (full)."""
     folds = fold_reports(scores, query_to_gallery, n_folds, relevance, ks, ndcg_k, teran_v2t)
     report = {f"coco1k/{key}": value for key, value in average_reports(folds).items()}
     full = full_report(scores, query_to_gallery, relevance, ks, ndcg_k, teran_v2t)

@@ -7,31 +7,45 @@ Conventions (spec ccr_methods §6, itr_video_methods §9.2, perf_anchors "Agreem
   all captions for gallery item ``j`` and its positives are the captions with ``query_to_gallery == j``.
 * Ranks are 1-based: rank = 1 + #candidates scored STRICTLY higher than the best positive. This is the
   optimistic tie policy: a negative tied with the positive does not push it down.
-* Ranks come from counting ``score > positive`` in cache-sized blocks with int32 accumulation, never
-  from sorting score rows. The positive's score is read from the same block as its competitors.
+* Ranks come from counting ``score > threshold`` in cache-sized blocks, never from sorting score rows.
+
+How the scores are visited (perf_anchors "near the floor"). Queries are grouped by their item and cut into chunks of
+about ``chunk_size`` rows that hold whole items, so chunk c holds every caption of a range of items [j0, j1): its
+"diagonal" block S[chunk, j0:j1] contains the positives of its rows (t2v thresholds) and of its items (v2t
+thresholds). All diagonal blocks are scored first and kept (about Q x chunk_size / captions-per-item scores), which
+fixes every threshold; then every other block is scored once, counted in both directions while it is hot, and
+dropped. Every score is computed exactly once and every threshold is read from the same computation as its
+competitors, so no GEMM is repeated and no full score matrix is held. Items without captions (a gallery larger
+than the captioned items, e.g. a million distractors) only compete in t2v: they are scored in column tiles of the
+full gallery whose captioned columns are left out of the counts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from leccr_lightning.metrics.scoring import DotScorer, Views, slice_views
 
-MAX_FULL_SCORE_ELEMENTS = 2**27
-"""Q*G up to which ``chunk_size=None`` materialises the full fp32 score matrix (512 MiB)."""
 AUTO_CHUNK_ROWS = 1024
-"""Query rows per score chunk when the full matrix is over budget (perf_anchors "near the floor" 4)."""
-COUNT_BLOCK_BYTES = 2**21
-"""Bytes of scores compared per counting step on CPU (~2 MB stays in L2, perf_anchors rule 3)."""
+"""Query rows per chunk when ``chunk_size`` is None (perf_anchors "near the floor" 4: 1,024-query GEMM chunks)."""
+PIECE_ELEMENTS = 2**22
+"""Scores per scorer call (16 MiB of fp32) past which a block is cut into column tiles: small enough for the
+allocator to reuse the memory of the previous piece instead of mapping fresh pages."""
+MIN_PIECE = 256
+"""Fewest columns of a piece where the gallery allows: BLAS libraries switch to small-matrix kernels below
+~128 columns, whose rounding differs from a full GEMM's (MKL: N <= 128 at K = 1024); wider pieces score exactly as
+one [Q, G] product does there."""
+COUNT_BLOCK_BYTES = 2**20
+"""Bytes of comparison results per counting step on CPU (the hot rows stay in the cores' L2)."""
 ACCELERATOR_COUNT_BLOCK_BYTES = 2**28
 """The same on GPUs, where few large kernels beat cache-sized ones."""
-UINT8_ROWS = 255
-"""Most rows whose 0/1 hits can be summed in uint8 without overflow (then added to int32 counts)."""
 
-ScoreBlocks = Callable[[int, int], Tensor]
+PieceScores = Callable[[int, int, int, int], Tensor]
+"""(row start, row stop, column start, column stop) -> the [rows, columns] score block of that piece."""
 
 
 def validate_ks(ks: Sequence[int]) -> tuple[int, ...]:
@@ -70,12 +84,6 @@ def validate_chunk_size(chunk_size: int | None) -> None:
         raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
 
 
-def _block_rows(chunk: Tensor, bytes_per_score: int) -> int:
-    """Rows per counting block so that ``bytes_per_score`` bytes per score fit the device's block budget."""
-    budget = COUNT_BLOCK_BYTES if chunk.device.type == "cpu" else ACCELERATOR_COUNT_BLOCK_BYTES
-    return max(1, budget // max(1, chunk.shape[1] * bytes_per_score))
-
-
 def _check_finite(block: Tensor, row_offset: int) -> None:
     """Raise naming the first query row holding a NaN/inf score (one cheap sum, exact scan on failure)."""
     if torch.isfinite(block.sum()):
@@ -85,35 +93,113 @@ def _check_finite(block: Tensor, row_offset: int) -> None:
         raise ValueError(f"non-finite score in query row {row_offset + int(bad[0])}")
 
 
-def _count_rows_above(chunk: Tensor, positives: Tensor, row_offset: int) -> Tensor:
-    """Per row q of the chunk: #{g : S[q, g] > positives[q]} (int32, counted in cache-sized blocks)."""
-    counts = torch.empty(chunk.shape[0], dtype=torch.int32, device=chunk.device)
-    step = _block_rows(chunk, chunk.element_size())
-    for start in range(0, chunk.shape[0], step):
-        block = chunk[start : start + step]
-        _check_finite(block, row_offset + start)
-        counts[start : start + step] = (block > positives[start : start + step, None]).sum(1, dtype=torch.int32)
-    return counts
+@dataclass(frozen=True)
+class _Layout:
+    """Queries grouped by item and cut into item-aligned chunks (CPU bookkeeping, no score is touched).
+
+    ``items``: the gallery items that have captions, ascending (G* of them); ``column[p]``: the position in
+    ``items`` of the item of the p-th query in grouped order (non-decreasing); ``order[p]``: that query's original
+    index, or None when the queries are already grouped; ``chunks``: (row start, row stop, band start, band stop),
+    the band being the captioned items [b0, b1) of the chunk's diagonal block, which holds the chunk's own items.
+    """
+
+    items: Tensor
+    column: Tensor
+    order: Tensor | None
+    chunks: tuple[tuple[int, int, int, int], ...]
+    num_gallery: int
+
+    @property
+    def all_items_captioned(self) -> bool:
+        return self.items.numel() == self.num_gallery
+
+    @staticmethod
+    def build(query_to_gallery: Tensor, num_gallery: int, rows: int) -> _Layout:
+        """Group the queries by item (stable) and cut chunks of about ``rows`` rows at item boundaries.
+
+        Cuts fall on the last item boundary at or before each multiple of ``rows`` rows, so a chunk holds at most
+        ``rows`` rows unless an item straddles a multiple; a last chunk under ``rows // 2`` rows joins the one before.
+        A band spans the chunk's items, widened to ``MIN_PIECE`` columns, and to the edge of the captioned items when
+        fewer than ``MIN_PIECE`` columns would remain beyond it.
+        """
+        query_to_gallery = query_to_gallery.cpu()
+        items, column = torch.unique(query_to_gallery, return_inverse=True)
+        order = torch.sort(column, stable=True).indices
+        if bool((order == torch.arange(order.numel())).all()):
+            order = None
+        else:
+            column = column[order]
+        num_items = items.numel()
+        ends = torch.cumsum(torch.bincount(column, minlength=num_items), 0)
+        targets = torch.tensor(range(rows, int(ends[-1]), rows), dtype=torch.long)
+        cuts = torch.unique(torch.cat([torch.searchsorted(ends, targets, right=True), torch.tensor([num_items])]))
+        cuts = [int(cut) for cut in cuts if cut > 0]
+        if len(cuts) > 1 and int(ends[-1] - ends[cuts[-2] - 1]) < rows // 2:
+            del cuts[-2]
+        chunks = []
+        for item_start, item_stop in zip([0, *cuts[:-1]], cuts, strict=True):
+            band_stop = max(item_stop, min(num_items, item_start + MIN_PIECE))
+            band_start = min(item_start, max(0, band_stop - MIN_PIECE))
+            band_start = 0 if band_start < MIN_PIECE else band_start
+            band_stop = num_items if num_items - band_stop < MIN_PIECE else band_stop
+            row_start = int(ends[item_start - 1]) if item_start else 0
+            chunks.append((row_start, int(ends[item_stop - 1]), band_start, band_stop))
+        return _Layout(items, column, order, tuple(chunks), num_gallery)
+
+    def original_row(self, grouped_row: int) -> int:
+        """The original query index of the query at ``grouped_row`` in grouped order."""
+        return grouped_row if self.order is None else int(self.order[grouped_row])
+
+
+def _tiles(start: int, stop: int, width: int) -> list[tuple[int, int]]:
+    """[start, stop) cut into consecutive ranges of ``width``; a last range under ``MIN_PIECE`` joins the one
+    before."""
+    bounds = list(range(start, stop, width)) + [stop]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < MIN_PIECE:
+        del bounds[-2]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+class _Workspace:
+    """One reusable fp32 buffer for the comparison results of every counting step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.budget = COUNT_BLOCK_BYTES if device.type == "cpu" else ACCELERATOR_COUNT_BLOCK_BYTES
+        self.storage = torch.empty(0, device=device)
+
+    def rows_per_step(self, values_per_row: int) -> int:
+        """Rows whose ``values_per_row`` comparison results fit the device's block budget."""
+        return max(1, self.budget // (4 * max(1, values_per_row)))
+
+    def take(self, *shape: int) -> Tensor:
+        """A [*shape] fp32 view of the buffer (grown when needed); valid until the next ``take``."""
+        size = 1
+        for dim in shape:
+            size *= dim
+        if self.storage.numel() < size:
+            self.storage = torch.empty(size, device=self.device)
+        return self.storage[:size].view(shape)
 
 
 class _ColumnCounter:
-    """Counts, for every caption q, #{q' : S[q', j] > S[q, j]} in its item's column j = query_to_gallery[q].
+    """Counts, for every caption q, #{q' : S[q', j] > S[q, j]} in its item's column j (positions in ``items``).
 
     Captions are ordered per item by score (descending); the i-th of an item is "level i". Levels held by at
-    least half of the gallery are compared against whole blocks in one batched comparison (missing items
-    get +inf thresholds, which nothing exceeds); the rare deeper levels are compared on gathered columns,
-    so a skewed item does not multiply the work. Hits are summed in uint8 over <= UINT8_ROWS rows, then
-    added to int32 counts. Level 0 is each item's best positive (``scatter_reduce`` amax): the v2t rank.
+    least half of the items are compared against whole blocks in one batched comparison (missing items get +inf
+    thresholds, which nothing exceeds); the rare deeper levels are compared on gathered columns, so a skewed item
+    does not multiply the work. Level 0 is each item's best positive (``scatter_reduce`` amax): the v2t rank.
+    Counts are sums of fp32 0/1 comparison results over at most a block of rows (exact), accumulated in fp64.
     """
 
-    def __init__(self, positives: Tensor, query_to_gallery: Tensor, num_gallery: int) -> None:
+    def __init__(self, positives: Tensor, column: Tensor, num_items: int) -> None:
         device = positives.device
         num_queries = positives.numel()
         by_score = torch.sort(positives, descending=True, stable=True).indices
-        order = by_score[torch.sort(query_to_gallery[by_score], stable=True).indices]
-        self.items = query_to_gallery[order]
+        order = by_score[torch.sort(column[by_score], stable=True).indices]
+        self.items = column[order]
         scores = positives[order]
-        self.captions_per_item = torch.bincount(query_to_gallery, minlength=num_gallery)
+        self.captions_per_item = torch.bincount(column, minlength=num_items)
         starts = torch.cumsum(self.captions_per_item, 0) - self.captions_per_item
         index = torch.arange(num_queries, device=device)
         self.level = index - starts[self.items]
@@ -122,38 +208,45 @@ class _ColumnCounter:
         run_start = torch.cummax(torch.where(new_run, index, 0), 0).values
         self.positives_above = run_start - starts[self.items]
 
-        coverage = torch.bincount(self.level)
-        self.num_dense = max(1, int((2 * coverage >= num_gallery).sum()))
-        thresholds = torch.full((self.num_dense, num_gallery), float("inf"), dtype=positives.dtype, device=device)
-        thresholds[0].scatter_reduce_(0, query_to_gallery, positives, "amax", include_self=False)
+        coverage = torch.bincount(self.level.cpu())
+        self.num_dense = max(1, int((2 * coverage >= num_items).sum()))
+        thresholds = torch.full((self.num_dense, num_items), float("inf"), dtype=positives.dtype, device=device)
+        thresholds[0].scatter_reduce_(0, column, positives, "amax", include_self=False)
         deeper = (self.level >= 1) & (self.level < self.num_dense)
         thresholds[self.level[deeper], self.items[deeper]] = scores[deeper]
         self.thresholds = thresholds
-        self.dense_counts = torch.zeros(self.num_dense, num_gallery, dtype=torch.int32, device=device)
+        self.dense_counts = torch.zeros(self.num_dense, num_items, dtype=torch.float64, device=device)
 
         tail = self.level >= self.num_dense
         self.tail_items = self.items[tail]
+        self.tail_items_cpu = self.tail_items.cpu()
         self.tail_thresholds = scores[tail]
-        self.tail_counts = torch.zeros(self.tail_items.numel(), dtype=torch.int32, device=device)
+        self.tail_counts = torch.zeros(self.tail_items.numel(), dtype=torch.float64, device=device)
 
-    def update(self, chunk: Tensor) -> None:
-        """Add the counts of one score chunk (rows = queries, all gallery columns)."""
-        step = min(UINT8_ROWS, _block_rows(chunk, self.num_dense))
-        for start in range(0, chunk.shape[0], step):
-            block = chunk[start : start + step]
-            hits = block[:, None, :] > self.thresholds
-            self.dense_counts += hits.view(torch.uint8).sum(0, dtype=torch.uint8)
-            if self.tail_items.numel():
-                tail_hits = block.index_select(1, self.tail_items) > self.tail_thresholds
-                self.tail_counts += tail_hits.view(torch.uint8).sum(0, dtype=torch.uint8)
+    def update(self, block: Tensor, first_item: int, workspace: _Workspace) -> None:
+        """Add the counts of ``block`` [rows, C], whose columns are items ``first_item`` ... ``first_item + C - 1``."""
+        width = block.shape[1]
+        thresholds = self.thresholds[:, first_item : first_item + width]
+        dense_counts = self.dense_counts[:, first_item : first_item + width]
+        lo, hi = (
+            int(i) for i in torch.searchsorted(self.tail_items_cpu, torch.tensor([first_item, first_item + width]))
+        )
+        step = workspace.rows_per_step(self.num_dense * width)
+        for start in range(0, block.shape[0], step):
+            rows = block[start : start + step]
+            hits = workspace.take(rows.shape[0], self.num_dense, width)
+            torch.gt(rows[:, None, :], thresholds, out=hits)
+            dense_counts += hits.sum(0)
+        if hi > lo:
+            gathered = block.index_select(1, self.tail_items[lo:hi] - first_item)
+            self.tail_counts[lo:hi] += (gathered > self.tail_thresholds[lo:hi]).sum(0)
 
     def best_ranks(self) -> Tensor:
-        """v2t rank of each item with captions: 1 + #captions scored strictly above its best positive."""
-        has_captions = self.captions_per_item > 0
-        return 1 + self.dense_counts[0][has_captions].long()
+        """v2t rank of each item: 1 + #captions scored strictly above its best positive."""
+        return 1 + self.dense_counts[0].long()
 
     def average_precision(self) -> Tensor:
-        """v2t AP of every item with captions: mean_i (i / p_i), p_i = i + #negatives above positive i."""
+        """v2t AP of every item: mean_i (i / p_i), p_i = i + #negatives above positive i."""
         above = torch.empty_like(self.level)
         dense = self.level < self.num_dense
         above[dense] = self.dense_counts[self.level[dense], self.items[dense]].long()
@@ -163,8 +256,7 @@ class _ColumnCounter:
         precision = position_among_positives / (position_among_positives + negatives_above)
         total = torch.zeros(self.captions_per_item.numel(), dtype=torch.float64, device=precision.device)
         total.index_add_(0, self.items, precision)
-        has_captions = self.captions_per_item > 0
-        return total[has_captions] / self.captions_per_item[has_captions]
+        return total / self.captions_per_item
 
 
 def _median(ranks: Tensor) -> float:
@@ -186,40 +278,121 @@ def _direction_summary(prefix: str, ranks: Tensor, average_precision: Tensor, ks
     return report
 
 
-def _evaluate(
-    blocks: ScoreBlocks,
-    num_queries: int,
-    num_gallery: int,
-    query_to_gallery: Tensor,
-    ks: tuple[int, ...],
-    rows: int,
-) -> dict[str, float]:
-    """Two passes over query chunks of ``rows``: t2v ranks and positives, then v2t column counts.
+@dataclass(frozen=True)
+class RetrievalRanks:
+    """The ranks behind a report (1-based; ties count in the query's favour): ``t2v`` [Q], each query's rank of its
+    item, in the input query order; ``v2t`` [G*], each captioned item's rank of its best caption, for the gallery
+    items ``v2t_items`` [G*] (ascending)."""
 
-    A single chunk is kept between the passes; several chunks are recomputed with identical boundaries.
+    t2v: Tensor
+    v2t: Tensor
+    v2t_items: Tensor
+
+
+class _Evaluation:
+    """The counts of one report: t2v row counts, v2t column counts, and a finiteness check per query row."""
+
+    def __init__(self, layout: _Layout, positives: Tensor, workspace: _Workspace) -> None:
+        self.layout = layout
+        self.positives = positives
+        self.workspace = workspace
+        self.row_counts = torch.zeros(positives.numel(), dtype=torch.float64, device=positives.device)
+        self.row_sums = torch.zeros(positives.numel(), device=positives.device)
+        self.columns = _ColumnCounter(positives, layout.column.to(positives.device), layout.items.numel())
+        self.items = layout.items.to(positives.device)
+
+    def count_rows(self, block: Tensor, start: int) -> None:
+        """t2v: add #{columns of ``block`` scored above each row's positive} for rows ``start`` ... of ``block``."""
+        self.row_sums[start : start + block.shape[0]] += block.sum(1)
+        thresholds = self.positives[start : start + block.shape[0], None]
+        step = self.workspace.rows_per_step(block.shape[1])
+        for offset in range(0, block.shape[0], step):
+            rows = block[offset : offset + step]
+            hits = self.workspace.take(*rows.shape)
+            torch.gt(rows, thresholds[offset : offset + step], out=hits)
+            self.row_counts[start + offset : start + offset + rows.shape[0]] += hits.sum(1)
+
+    def count_captioned(self, block: Tensor, start: int, first_item: int) -> None:
+        """Both directions for a block of captioned items ``first_item`` ... (grouped query rows ``start`` ...)."""
+        self.count_rows(block, start)
+        self.columns.update(block, first_item, self.workspace)
+
+    def count_uncaptioned(self, block: Tensor, start: int, first_column: int) -> None:
+        """t2v only, for a tile of full-gallery columns ``first_column`` ...: the captioned columns inside it are
+        counted from their own blocks, so their hits here are taken back out."""
+        self.count_rows(block, start)
+        bounds = torch.tensor([first_column, first_column + block.shape[1]])
+        lo, hi = (int(i) for i in torch.searchsorted(self.layout.items, bounds))
+        if hi > lo:
+            captioned = block.index_select(1, self.items[lo:hi] - first_column)
+            rows = slice(start, start + block.shape[0])
+            self.row_counts[rows] -= (captioned > self.positives[rows, None]).sum(1)
+
+    def check_finite(self, captioned: PieceScores, uncaptioned: PieceScores | None) -> None:
+        """Raise naming the first query row with a NaN/inf score. A row whose fp32 sum of scores is not finite is
+        scored again on its own, since huge finite scores can overflow the sum without being wrong themselves."""
+        for row in (~torch.isfinite(self.row_sums)).nonzero().squeeze(1).tolist():
+            scores = [captioned(row, row + 1, 0, self.layout.items.numel())]
+            if uncaptioned is not None:
+                scores.append(uncaptioned(row, row + 1, 0, self.layout.num_gallery))
+            if not all(bool(torch.isfinite(block).all()) for block in scores):
+                raise ValueError(f"non-finite score in query row {self.layout.original_row(row)}")
+
+    def ranks(self) -> RetrievalRanks:
+        """Per-query t2v ranks in the input order and per-item v2t ranks, from the counts."""
+        grouped = 1 + self.row_counts.long()
+        t2v = grouped if self.layout.order is None else torch.empty_like(grouped)
+        if self.layout.order is not None:
+            t2v[self.layout.order.to(grouped.device)] = grouped
+        return RetrievalRanks(t2v.cpu(), self.columns.best_ranks().cpu(), self.items.cpu())
+
+    def report(self, ks: tuple[int, ...]) -> dict[str, float]:
+        """The report's keys from the counts."""
+        t2v_ranks = 1 + self.row_counts.long()
+        report = _direction_summary("t2v", t2v_ranks, 1.0 / t2v_ranks.double(), ks)
+        report.update(_direction_summary("v2t", self.columns.best_ranks(), self.columns.average_precision(), ks))
+        report["sumr"] = sum(report[f"{direction}_r{k}"] for direction in ("t2v", "v2t") for k in ks)
+        return report
+
+
+def _evaluate(captioned: PieceScores, uncaptioned: PieceScores | None, layout: _Layout, device) -> _Evaluation:
+    """Score every piece once (diagonal blocks first, see the module docstring) and count it in both directions.
+
+    ``captioned(r0, r1, i0, i1)``: scores of grouped queries [r0, r1) against captioned items [i0, i1) (positions in
+    ``layout.items``); ``uncaptioned(r0, r1, c0, c1)``: against gallery items [c0, c1), needed only when some
+    gallery items have no caption.
     """
-    bounds = [(start, min(start + rows, num_queries)) for start in range(0, num_queries, rows)]
-    kept: Tensor | None = None
-    positives = []
-    row_counts = []
-    for start, stop in bounds:
-        chunk = blocks(start, stop)
-        targets = query_to_gallery[start:stop]
-        chunk_positives = chunk[torch.arange(stop - start, device=chunk.device), targets]
-        row_counts.append(_count_rows_above(chunk, chunk_positives, start))
-        positives.append(chunk_positives)
-        if len(bounds) == 1:
-            kept = chunk
-    t2v_ranks = 1 + torch.cat(row_counts).long()
+    num_items = layout.items.numel()
+    diagonal = [captioned(r0, r1, b0, b1) for r0, r1, b0, b1 in layout.chunks]
+    column = layout.column.to(device)
+    positives = torch.cat(
+        [
+            block[torch.arange(r1 - r0, device=device), column[r0:r1] - b0]
+            for block, (r0, r1, b0, _) in zip(diagonal, layout.chunks, strict=True)
+        ]
+    )
+    evaluation = _Evaluation(layout, positives, _Workspace(torch.device(device)))
+    for block, (r0, _, b0, _) in zip(diagonal, layout.chunks, strict=True):
+        evaluation.count_captioned(block, r0, b0)
+    del diagonal
+    for r0, r1, b0, b1 in layout.chunks:
+        width = max(MIN_PIECE, PIECE_ELEMENTS // (r1 - r0))
+        for c0, c1 in _tiles(0, b0, width) + _tiles(b1, num_items, width):
+            evaluation.count_captioned(captioned(r0, r1, c0, c1), r0, c0)
+        if uncaptioned is not None:
+            for c0, c1 in _tiles(0, layout.num_gallery, width):
+                evaluation.count_uncaptioned(uncaptioned(r0, r1, c0, c1), r0, c0)
+    evaluation.check_finite(captioned, uncaptioned)
+    return evaluation
 
-    counter = _ColumnCounter(torch.cat(positives), query_to_gallery, num_gallery)
-    for start, stop in bounds:
-        counter.update(kept if kept is not None else blocks(start, stop))
 
-    report = _direction_summary("t2v", t2v_ranks, 1.0 / t2v_ranks.double(), ks)
-    report.update(_direction_summary("v2t", counter.best_ranks(), counter.average_precision(), ks))
-    report["sumr"] = sum(report[f"{direction}_r{k}"] for direction in ("t2v", "v2t") for k in ks)
-    return report
+def _piece(matrix: Tensor, rows: slice | Tensor, columns: slice | Tensor) -> Tensor:
+    """``matrix[rows][:, columns]`` for slices (a view) or index tensors (a copy of just the piece)."""
+    if isinstance(rows, slice):
+        return matrix[rows, columns] if isinstance(columns, slice) else matrix[rows].index_select(1, columns)
+    if isinstance(columns, slice):
+        return matrix[:, columns].index_select(0, rows)
+    return matrix[rows[:, None], columns[None, :]]
 
 
 def retrieval_report(scores: Tensor, query_to_gallery: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
@@ -236,10 +409,21 @@ def retrieval_report(scores: Tensor, query_to_gallery: Tensor, ks: Sequence[int]
         raise ValueError(f"scores must be a floating [Q, G] tensor, got {getattr(scores, 'shape', type(scores))}")
     ks = validate_ks(ks)
     num_queries, num_gallery = scores.shape
-    query_to_gallery = _check_query_to_gallery(query_to_gallery, num_queries, num_gallery).to(scores.device)
-    return _evaluate(
-        lambda start, stop: scores[start:stop], num_queries, num_gallery, query_to_gallery, ks, num_queries
-    )
+    query_to_gallery = _check_query_to_gallery(query_to_gallery, num_queries, num_gallery)
+    layout = _Layout.build(query_to_gallery, num_gallery, AUTO_CHUNK_ROWS)
+    order = None if layout.order is None else layout.order.to(scores.device)
+    items = layout.items.to(scores.device)
+
+    def rows(r0: int, r1: int) -> slice | Tensor:
+        return slice(r0, r1) if order is None else order[r0:r1]
+
+    def captioned(r0: int, r1: int, i0: int, i1: int) -> Tensor:
+        return _piece(scores, rows(r0, r1), slice(i0, i1) if layout.all_items_captioned else items[i0:i1])
+
+    def uncaptioned(r0: int, r1: int, c0: int, c1: int) -> Tensor:
+        return _piece(scores, rows(r0, r1), slice(c0, c1))
+
+    return _evaluate(captioned, None if layout.all_items_captioned else uncaptioned, layout, scores.device).report(ks)
 
 
 def _num_rows(views: Views, role: str) -> int:
@@ -259,6 +443,11 @@ def _as_float32(views: Views) -> dict[str, Tensor]:
     return {name: view.float() if view.dtype.is_floating_point else view for name, view in views.items()}
 
 
+def _rows_of_views(views: Views, index: Tensor) -> dict[str, Tensor]:
+    """Rows ``index`` of every view (a copy, in that order)."""
+    return {name: view.index_select(0, index.to(view.device)) for name, view in views.items()}
+
+
 def retrieval_report_from_views(
     queries: Views,
     gallery: Views,
@@ -266,14 +455,18 @@ def retrieval_report_from_views(
     scorer: Callable[[Views, Views], Tensor],
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int | None = None,
-) -> dict[str, float]:
-    """``retrieval_report`` of ``scorer(queries, gallery)`` computed in query chunks of ``chunk_size`` rows.
+    return_ranks: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], RetrievalRanks]:
+    """``retrieval_report`` of ``scorer(queries, gallery)``, scored piece by piece (module docstring); with
+    ``return_ranks`` also the ``RetrievalRanks`` it was computed from.
 
-    ``scorer`` maps a chunk of query views (each sliced on dim 0) and the full gallery views to a [chunk, G]
-    score block. If it has a ``fit`` method (e.g. ``FusedScorer``, global min-max), ``fit`` runs first over
-    the same chunks. Floating views and score blocks are fp32. ``chunk_size=None``: one block when
-    Q*G <= MAX_FULL_SCORE_ELEMENTS, else chunks of AUTO_CHUNK_ROWS queries. Equal boundaries give equal
-    numbers; different chunk sizes agree up to the GEMM's rounding (exactly on exactly-representable data).
+    ``scorer`` maps query views and gallery views (each sliced or indexed on dim 0) to their [queries, items] score
+    block; it must score every (query, item) pair on its own, whatever other rows it is given. If it has a ``fit``
+    method (e.g. ``FusedScorer``, global min-max), ``fit`` runs first over query chunks. Floating views and score
+    blocks are fp32. Chunks hold about ``chunk_size`` queries (None: AUTO_CHUNK_ROWS) and whole items; equal chunk
+    sizes give equal numbers, different ones agree up to the GEMM's rounding (exactly on exactly-representable
+    data). Each score is computed once; at most the diagonal blocks (~Q x chunk_size / captions per item) and one
+    block of PIECE_ELEMENTS scores are held.
     """
     ks = validate_ks(ks)
     validate_chunk_size(chunk_size)
@@ -281,24 +474,32 @@ def retrieval_report_from_views(
     num_gallery = _num_rows(gallery, "gallery")
     query_to_gallery = _check_query_to_gallery(query_to_gallery, num_queries, num_gallery)
     queries, gallery = _as_float32(queries), _as_float32(gallery)
-    if chunk_size is None:
-        full = num_queries * num_gallery <= MAX_FULL_SCORE_ELEMENTS
-        chunk_size = num_queries if full else AUTO_CHUNK_ROWS
-    rows = min(chunk_size, num_queries)
+    rows = min(AUTO_CHUNK_ROWS if chunk_size is None else chunk_size, num_queries)
     if hasattr(scorer, "fit"):
         scorer.fit(queries, gallery, rows)
+    layout = _Layout.build(query_to_gallery, num_gallery, rows)
+    grouped = queries if layout.order is None else _rows_of_views(queries, layout.order)
+    captioned_gallery = gallery if layout.all_items_captioned else _rows_of_views(gallery, layout.items)
 
-    def blocks(start: int, stop: int) -> Tensor:
-        block = scorer(slice_views(queries, start, stop), gallery)
-        if not isinstance(block, Tensor) or tuple(block.shape) != (stop - start, num_gallery):
+    def scored(query_views: Views, gallery_views: Views, num_rows: int, num_columns: int) -> Tensor:
+        block = scorer(query_views, gallery_views)
+        if not isinstance(block, Tensor) or tuple(block.shape) != (num_rows, num_columns):
             raise ValueError(
-                f"scorer returned {getattr(block, 'shape', type(block))} for queries {start}:{stop}, "
-                f"expected [{stop - start}, {num_gallery}]"
+                f"scorer returned {getattr(block, 'shape', type(block))} for {num_rows} queries x {num_columns} "
+                f"gallery items, expected [{num_rows}, {num_columns}]"
             )
         return block.float()
 
-    any_view = next(iter(queries.values()))
-    return _evaluate(blocks, num_queries, num_gallery, query_to_gallery.to(any_view.device), ks, rows)
+    def captioned(r0: int, r1: int, i0: int, i1: int) -> Tensor:
+        return scored(slice_views(grouped, r0, r1), slice_views(captioned_gallery, i0, i1), r1 - r0, i1 - i0)
+
+    def uncaptioned(r0: int, r1: int, c0: int, c1: int) -> Tensor:
+        return scored(slice_views(grouped, r0, r1), slice_views(gallery, c0, c1), r1 - r0, c1 - c0)
+
+    device = next(iter(queries.values())).device
+    evaluation = _evaluate(captioned, None if layout.all_items_captioned else uncaptioned, layout, device)
+    report = evaluation.report(ks)
+    return (report, evaluation.ranks()) if return_ranks else report
 
 
 def retrieval_report_from_embeddings(

@@ -13,17 +13,42 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
 from leccr_lightning.metrics.protocols import ndcg_report_from_views
-from leccr_lightning.metrics.ranking import retrieval_report_from_views, validate_chunk_size, validate_ks
+from leccr_lightning.metrics.ranking import (
+    RetrievalRanks,
+    retrieval_report_from_views,
+    validate_chunk_size,
+    validate_ks,
+)
 from leccr_lightning.metrics.scoring import DotScorer, Views
 
 ROLES = ("query", "gallery")
 
 
-def _unique_positions(positions: Tensor, role: str) -> Tensor:
-    """Indices keeping the first occurrence of each position, in position order; positions must be 0..N-1."""
+def _compacted(parts: list[Tensor] | Tensor) -> Tensor:
+    """A "cat" list state as one tensor, rewritten in place as a one-element list (an already gathered tensor is
+    returned as is). The parts are copied from the last and freed one by one, so compacting the gallery embeddings
+    needs one part more than the embeddings, not a second copy of them."""
+    if isinstance(parts, Tensor):
+        return parts
+    if not parts:
+        raise ValueError("RetrievalMetric: no samples to concatenate")
+    if len(parts) > 1:
+        rows = sum(part.shape[0] for part in parts)
+        out = parts[-1].new_empty((rows, *parts[-1].shape[1:]))
+        while parts:
+            part = parts.pop()
+            rows -= part.shape[0]
+            out[rows : rows + part.shape[0]] = part
+            del part
+        parts.append(out)
+    return parts[0]
+
+
+def _unique_positions(positions: Tensor, role: str) -> Tensor | None:
+    """Indices keeping the first occurrence of each position, in position order (None when the positions already
+    are 0..N-1 in order, so nothing needs to be moved); positions must cover 0..N-1."""
     order = torch.sort(positions, stable=True).indices
     ordered = positions[order]
     first = torch.ones_like(ordered, dtype=torch.bool)
@@ -37,7 +62,10 @@ def _unique_positions(positions: Tensor, role: str) -> Tensor:
             f"RetrievalMetric: {role} position {missing} is missing (positions must cover 0..N-1; got "
             f"{unique.numel()} distinct positions, largest {int(unique[-1])})"
         )
-    return order[first]
+    keep = order[first]
+    if keep.numel() == positions.numel() and bool((keep == expected).all()):
+        return None
+    return keep
 
 
 class RetrievalMetric(Metric):
@@ -80,6 +108,7 @@ class RetrievalMetric(Metric):
             raise ValueError(f"ndcg_k must be a positive int, got {ndcg_k!r}")
         self.relevance = relevance
         self.ndcg_k = ndcg_k
+        self.last_ranks: RetrievalRanks | None = None  # the ranks behind the last compute(), for plots and reports
         self.view_names: dict[str, tuple[str, ...] | None] = {role: None for role in ROLES}
         for role in ROLES:
             self.add_state(f"{role}_positions", default=[], dist_reduce_fx="cat")
@@ -132,14 +161,17 @@ class RetrievalMetric(Metric):
         for name in names:
             getattr(self, self._view_state(role, name)).append(views[name].detach())
 
-    def _deduplicated(self, role: str) -> tuple[dict[str, Tensor], Tensor]:
-        """The role's views with padded duplicates dropped, in position order, and the kept indices."""
+    def _deduplicated(self, role: str) -> tuple[dict[str, Tensor], Tensor | None]:
+        """The role's views with padded duplicates dropped, in position order, and the kept indices (None: all, in
+        the order given). The list states are compacted in place; nothing is copied when no row moves."""
         names = self.view_names[role]
         positions = getattr(self, f"{role}_positions")
         if names is None or (isinstance(positions, list) and not positions):
             raise ValueError(f"RetrievalMetric: no {role} embeddings were given to update()")
-        keep = _unique_positions(dim_zero_cat(positions), role)
-        views = {name: dim_zero_cat(getattr(self, self._view_state(role, name)))[keep] for name in names}
+        keep = _unique_positions(_compacted(positions), role)
+        views = {name: _compacted(getattr(self, self._view_state(role, name))) for name in names}
+        if keep is not None:
+            views = {name: view[keep] for name, view in views.items()}
         return views, keep
 
     def compute(self) -> dict[str, float]:
@@ -147,8 +179,11 @@ class RetrievalMetric(Metric):
         NDCG keys when a relevance provider is set."""
         queries, keep = self._deduplicated("query")
         gallery, _ = self._deduplicated("gallery")
-        targets = dim_zero_cat(self.query_targets)[keep]
-        report = retrieval_report_from_views(queries, gallery, targets, self.scorer, self.ks, self.chunk_size)
+        targets = _compacted(self.query_targets)
+        targets = targets if keep is None else targets[keep]
+        report, self.last_ranks = retrieval_report_from_views(
+            queries, gallery, targets, self.scorer, self.ks, self.chunk_size, return_ranks=True
+        )
         if self.relevance is not None:
             report.update(
                 ndcg_report_from_views(queries, gallery, self.relevance, self.scorer, self.ndcg_k, self.chunk_size)

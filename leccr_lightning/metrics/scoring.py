@@ -28,12 +28,13 @@ def _view(views: Views, name: str, role: str) -> Tensor:
 
 
 def minmax_normalize(scores: Tensor, lo: float | Tensor, hi: float | Tensor) -> Tensor:
-    """(S - lo) / (hi - lo) in the dtype of ``scores``; all zeros when hi == lo (NRCCR ``norm_score``)."""
+    """(S - lo) / (hi - lo) in the dtype of ``scores``; all zeros when hi == lo (NRCCR ``norm_score``).
+
+    Decided on the device (no host synchronisation), so fused scoring on a GPU runs without stalls.
+    """
     lo = torch.as_tensor(lo, dtype=scores.dtype, device=scores.device)
-    hi = torch.as_tensor(hi, dtype=scores.dtype, device=scores.device)
-    if bool(hi == lo):
-        return torch.zeros_like(scores)
-    return (scores - lo) / (hi - lo)
+    span = torch.as_tensor(hi, dtype=scores.dtype, device=scores.device) - lo
+    return torch.where(span > 0, (scores - lo) / span, torch.zeros((), dtype=scores.dtype, device=scores.device))
 
 
 class DotScorer:
@@ -104,3 +105,32 @@ class FusedScorer:
                 term = minmax_normalize(term, *self.ranges[index])
             fused = weight * term if fused is None else fused + weight * term
         return fused
+
+
+def soft_jaccard(rows: Tensor, columns: Tensor, block_elements: int = 2**24) -> Tensor:
+    """Soft Jaccard similarity [R, C] of non-negative vectors: J(a, b) = sum_k min(a_k, b_k) / sum_k max(a_k, b_k)
+    (RIVRL's concept space, LiJiaBei-7/rivrl:loss.py:65-73; no epsilon, so a pair of all-zero vectors is undefined).
+
+    Rows are taken in blocks so that no temporary holds more than ``block_elements`` entries of [rows, C, K].
+    """
+    if rows.dim() != 2 or columns.dim() != 2 or rows.shape[1] != columns.shape[1]:
+        raise ValueError(
+            f"soft_jaccard needs [R, K] and [C, K] inputs, got {list(rows.shape)} and {list(columns.shape)}"
+        )
+    step = max(1, block_elements // max(1, columns.numel()))
+    blocks = []
+    for start in range(0, rows.shape[0], step):
+        block = rows[start : start + step, None, :]
+        blocks.append(torch.minimum(block, columns[None]).sum(-1) / torch.maximum(block, columns[None]).sum(-1))
+    return torch.cat(blocks) if blocks else rows.new_zeros((0, columns.shape[0]))
+
+
+class JaccardScorer:
+    """score = soft_jaccard(queries[query_view], gallery[gallery_view]) (RIVRL concept-space scores)."""
+
+    def __init__(self, query_view: str, gallery_view: str) -> None:
+        self.query_view = query_view
+        self.gallery_view = gallery_view
+
+    def __call__(self, queries: Views, gallery: Views) -> Tensor:
+        return soft_jaccard(_view(queries, self.query_view, "query"), _view(gallery, self.gallery_view, "gallery"))

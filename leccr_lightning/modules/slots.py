@@ -1,4 +1,5 @@
-"""LECCR semantic slots: the description cross-attention stack and the slot-visual interaction (ccr_methods §3.2).
+"""LECCR semantic slots: the description cross-attention stack, the slot-visual interaction and the video frame
+encoder built from the same layer (ccr_methods §3.2; official code ``LiJiaBei-7/leccr:LECCR/models/attention.py``).
 
 Shapes: descriptions Z [B, L, d], visual tokens X [B, T, d], slots S [B, N, d]. Masks are boolean, True = valid.
 """
@@ -8,13 +9,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from leccr_lightning.modules.pooling import masked_mean
+from leccr_lightning.modules.visual_encoders import EncodedVisual
+
 SLOT_INITS = ("zeros", "normal")
 
 
 class CrossAttentionLayer(nn.Module):
-    """y = LN(x + Drop(W2 Drop(GELU(W1 MHA(x, m, m))))) with d x d maps W1, W2 (LECCR ``CrossAttentionLayer``).
+    """y = LN(x + Drop(W2 Drop(GELU(W1 MHA(x, m, m))))) with d x d maps W1, W2 (official ``CrossAttentionLayer``,
+    attention.py:24-58; with m = x it is the official ``SelfAttentionLayer``, attention.py:87-114).
 
-    As in the official layer there is no residual or norm around the attention itself (ccr_methods §3.2).
+    As in the official layer there is no residual or norm around the attention itself.
     """
 
     def __init__(self, dim: int, num_heads: int = 8, dropout: float = 0.1):
@@ -104,3 +109,29 @@ class SlotVisualInteraction(nn.Module):
         enhanced = self.visual_to_slots(visual, slots)
         local = self.slots_to_visual(slots, visual, visual_mask)
         return enhanced, local
+
+
+class FrameSelfAttention(nn.Module):
+    """LECCR's video encoder: ``num_layers`` self-attention layers X_{l+1} = LN(X_l + Drop(W2 Drop(GELU(W1
+    MHA(X_l, X_l, X_l))))) over the frame features, padded frames masked as keys, no positions (official
+    ``SelfAttention``, attention.py:87-128, built with d_model = the feature dim and ``vision_layer`` 1 layer,
+    video_model_retrieval_caption.py:26-34); pooled by the masked mean of the frames (xvlm_video.py:268-271).
+
+    ``width=None`` is the official input (no projection); a width adds Linear(D -> width) first (small models).
+    """
+
+    def __init__(
+        self, in_dim: int, width: int | None = None, num_heads: int = 8, num_layers: int = 1, dropout: float = 0.1
+    ):
+        super().__init__()
+        self.out_dim = width or in_dim
+        self.project = nn.Identity() if width is None else nn.Linear(in_dim, width)
+        self.layers = nn.ModuleList(CrossAttentionLayer(self.out_dim, num_heads, dropout) for _ in range(num_layers))
+
+    def forward(self, visual: torch.Tensor, mask: torch.Tensor) -> EncodedVisual:
+        """Frames [B, T, D] with mask [B, T] -> encoded frames [B, T, d] (every position, padding included)."""
+        mask = mask.bool()
+        tokens = self.project(visual)
+        for layer in self.layers:
+            tokens = layer(tokens, tokens, mask)
+        return EncodedVisual(tokens, mask, masked_mean(tokens, mask))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from leccr_lightning.modules.gpo import GPO
 from leccr_lightning.modules.pooling import pool
 
 
@@ -79,3 +80,26 @@ class HFTextEncoder(nn.Module):
         """Return (token states [B, L, H], pooled [B, H])."""
         states = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return states, pool(states, attention_mask, self.pooling, self.unmasked_mean)
+
+
+class HFGPOTextEncoder(nn.Module):
+    """Hugging Face token states -> Linear(hidden, embed_dim) -> GPO -> L2 (VSE-infinity's BERT text side)."""
+
+    def __init__(
+        self,
+        text_model: str,
+        vocab_size: int | None,
+        embed_dim: int,
+        hidden: int,
+        layers: int,
+        heads: int,
+        gpo_dim: int = 32,
+    ):
+        super().__init__()
+        self.backbone = HFTextEncoder(text_model, vocab_size, hidden, layers, heads)
+        self.fc = nn.Linear(self.backbone.hidden_size, embed_dim)
+        self.gpo = GPO(gpo_dim, gpo_dim)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states, _ = self.backbone(input_ids, attention_mask)
+        return nn.functional.normalize(self.gpo(self.fc(states), attention_mask.bool()), dim=-1)

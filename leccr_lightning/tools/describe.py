@@ -26,11 +26,11 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder of <visual_id>.txt descriptions")
     parser.add_argument("--ids", type=list[str], default=[], help="id-list files (default: every item found)")
     parser.add_argument("--video", type=bool, default=False, help="items are folders of frames")
-    parser.add_argument("--frames_per_video", type=int, default=4)
+    parser.add_argument("--frames_per_video", type=int, default=4, help="frames sampled uniformly from a video")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="'{images}' becomes one image token per frame")
-    parser.add_argument("--max_new_tokens", type=int, default=120)
-    parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max_new_tokens", type=int, default=120, help="longest description in tokens")
+    parser.add_argument("--batch_size", type=int, default=4, help="items per generate() call")
+    parser.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda...)")
     return parser
 
 

@@ -30,8 +30,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--model", default="resnet50", help="timm model name")
     parser.add_argument("--checkpoint", default=None, help="local .safetensors/.pth weights of the model")
     parser.add_argument("--image_size", type=int, default=None, help="input size (default: the model's own)")
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch_size", type=int, default=32, help="images per forward pass")
+    parser.add_argument("--device", default="cpu", help="torch device of the backbone (cpu, cuda...)")
     parser.add_argument("--seed", type=int, default=0, help="seed of a randomly initialised backbone")
     return parser
 

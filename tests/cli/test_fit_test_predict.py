@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from leccr_lightning.cli import lightning_main, main
-from tests.helpers import cli_args, experiment
+from tests.helpers import REPO, cli_args, experiment, written_test_metrics
 
 TINY = experiment("baseline")
 
@@ -111,7 +111,8 @@ def test_one_and_two_ddp_processes_give_identical_metrics(trained):
     )
     assert double.trainer.world_size == 2 and single.trainer.world_size == 1
     one = json.loads(Path(single.trainer.log_dir, "test_metrics.json").read_text(encoding="utf-8"))
-    two = json.loads(Path(double.trainer.log_dir, "test_metrics.json").read_text(encoding="utf-8"))
+    two = written_test_metrics(base / "t2")  # written by rank 0 of the forked processes, beside their own logs
+    assert (next((base / "t2").rglob("test_metrics.json")).parent / "metrics.csv").is_file()
     assert one.keys() == two.keys()
     assert one == pytest.approx(two, abs=1e-9)
 
@@ -137,3 +138,20 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(trained, tmp_path
     assert float(resumed.trainer.callback_metrics["val/sumr"]) == pytest.approx(
         float(straight.trainer.callback_metrics["val/sumr"]), abs=1e-6
     )
+
+
+def test_bf16_mixed_recipe_trains_and_scores_in_fp32(trained, tmp_path, monkeypatch):
+    from leccr_lightning.metrics import RetrievalMetric
+
+    base, _ = trained
+    dtypes, update = set(), RetrievalMetric.update
+
+    def recording_update(self, role, positions, views, targets=None):
+        dtypes.update(view.dtype for view in views.values())
+        return update(self, role, positions, views, targets)
+
+    monkeypatch.setattr(RetrievalMetric, "update", recording_update)
+    bf16 = str(REPO / "configs/trainer/bf16.yaml")
+    cli = lightning_main(["fit", *run_args(base / "vs", tmp_path, "--config", bf16, "--trainer.max_epochs", "1")])
+    assert cli.trainer.precision == "bf16-mixed" and dtypes == {torch.float32}
+    assert torch.isfinite(cli.trainer.callback_metrics["val/sumr"])

@@ -16,6 +16,7 @@ from leccr_lightning.data.datasets import VisualItems
 from leccr_lightning.data.errors import DataFormatError
 from leccr_lightning.data.precomp import (
     PrecompDataModule,
+    RegionCaptionAugmentation,
     build_word_vocab,
     read_precomp_split,
     read_scan_vocab,
@@ -24,20 +25,27 @@ from leccr_lightning.data.precomp import (
 )
 from tests.helpers import tiny_datamodule_kwargs
 
+EPOCHS = 10
 WORDS = ["dog", "cat", "horse", "bird", "ball", "tree", "car", "boat", "kite", "bench", "lamp", "cake"]
 
 
 def learnable_split(folder: Path, split: str, n_images: int, seed: int, regions: int = 4, dim: int = 16) -> None:
-    """Image i shows two concepts; its regions are their prototypes plus noise; its 5 captions name them."""
+    """Image i shows two concepts; its regions are their prototypes plus noise; its 5 captions name them, and their
+    caption embeddings (``{split}_caps_emb.npy``, unit norm) are the concept bags plus noise."""
     rng = np.random.default_rng(seed)
     prototypes = np.random.default_rng(0).normal(size=(len(WORDS), dim))
-    captions, features = [], []
+    captions, features, embeddings = [], [], []
     for _ in range(n_images):
         concepts = rng.choice(len(WORDS), 2, replace=False)
         picks = rng.choice(concepts, regions)
         features.append(prototypes[picks] + 0.3 * rng.normal(size=(regions, dim)))
         captions += [f"a {WORDS[concepts[k % 2]]} and a {WORDS[concepts[1 - k % 2]]} , photo {k}" for k in range(5)]
+        bags = np.zeros((5, len(WORDS)))
+        bags[:, concepts] = 1.0
+        embeddings.append(bags + 0.1 * rng.normal(size=bags.shape))
     write_precomp(folder, split, captions, np.stack(features))
+    unit = np.concatenate(embeddings)
+    np.save(folder / f"{split}_caps_emb.npy", (unit / np.linalg.norm(unit, axis=1, keepdims=True)).astype(np.float32))
 
 
 def captions_for(n_images: int) -> list[str]:
@@ -162,9 +170,13 @@ def test_datamodule_batches_follow_the_ccr_contract(tmp_path, synthetic_root):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", ["f30k", "coco"])
-def test_rvsepp_recipe_fits_and_tests_on_a_precomp_folder(tmp_path, dataset):
-    """The paper recipe (sizes shrunk) learns the concept structure: R@1 far above chance."""
+@pytest.mark.parametrize(
+    ("method", "dataset"),
+    [("rvsepp", "f30k"), ("rvsepp", "coco"), ("bcls", "f30k"), ("listwise", "coco"), ("unified", "f30k")],
+)
+def test_paper_recipe_fits_and_tests_on_a_precomp_folder(tmp_path, method, dataset):
+    """The paper recipe (sizes shrunk; BCLS / Listwise read the caption-embedding file of the precomp folder) learns
+    the concept structure: R@1 far above chance."""
     folder = tmp_path / f"{dataset}_precomp"
     learnable_split(folder, "train", 96, seed=1)
     learnable_split(folder, "dev", 8, seed=2)
@@ -173,7 +185,7 @@ def test_rvsepp_recipe_fits_and_tests_on_a_precomp_folder(tmp_path, dataset):
         [
             "fit",
             "--config",
-            f"configs/experiments/rvsepp/{dataset}.yaml",
+            f"configs/experiments/{method}/{dataset}.yaml",
             "--data.init_args.root",
             str(tmp_path),
             "--data.init_args.word_min_count",
@@ -191,7 +203,7 @@ def test_rvsepp_recipe_fits_and_tests_on_a_precomp_folder(tmp_path, dataset):
             "--trainer.accelerator",
             "cpu",
             "--trainer.max_epochs",
-            "6",
+            str(EPOCHS),
             "--trainer.enable_progress_bar",
             "false",
             "--trainer.enable_model_summary",
@@ -206,6 +218,63 @@ def test_rvsepp_recipe_fits_and_tests_on_a_precomp_folder(tmp_path, dataset):
             "true",
         ]
     )
-    assert cli.trainer.global_step == 6 * (480 // 32)
+    assert cli.trainer.global_step == EPOCHS * (480 // 32)
     metrics = json.loads(Path(cli.trainer.log_dir, "test_metrics.json").read_text(encoding="utf-8"))
     assert metrics["test/t2v_r1"] >= 40.0 and metrics["test/v2t_r1"] >= 40.0  # chance: 10 % (10 test images)
+
+
+def _augmentation_batch() -> dict:
+    ids = torch.tensor([[1, 5, 6, 7, 2, 0], [1, 8, 2, 0, 0, 0]])
+    tokens = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    return {
+        "visual": torch.arange(2 * 36 * 3, dtype=torch.float32).view(2, 36, 3) + 1,
+        "visual_mask": torch.ones(2, 36, dtype=torch.bool),
+        "text": {"source": tokens},
+        "caption_ids": ["0#enc#0", "3#enc#2"],
+    }
+
+
+def test_region_caption_augmentation_compacts_kept_regions_and_tokens():
+    augmentation = RegionCaptionAugmentation(region_drop=0.5, token_perturb=0.9, seed=3)
+    batch = _augmentation_batch()
+    out = augmentation(batch, epoch=0, mask_id=9, vocab_size=10, pad_id=0)
+    for row in range(2):
+        kept = out["visual"][row, out["visual_mask"][row]]
+        assert 0 < len(kept) < 36 and not out["visual_mask"][row, len(kept) :].any()
+        assert (out["visual"][row, len(kept) :] == 0).all()
+        original = {tuple(r.tolist()) for r in batch["visual"][row]}
+        assert all(tuple(r.tolist()) in original for r in kept)
+    assert out["visual"].shape[1] == int(out["visual_mask"].sum(1).max())
+    text = out["text"]["source"]
+    lengths = text["attention_mask"].sum(1)
+    assert (lengths <= batch["text"]["source"]["attention_mask"].sum(1)).all() and (lengths > 0).all()
+    assert torch.equal(
+        text["input_ids"][text["attention_mask"] == 0],
+        torch.zeros(int((text["attention_mask"] == 0).sum()), dtype=torch.long),
+    )
+    assert batch["visual"].shape == (2, 36, 3), "the input batch is left unchanged"
+
+
+def test_region_caption_augmentation_draws_depend_on_seed_epoch_and_caption_only():
+    augmentation = RegionCaptionAugmentation(seed=0)
+    batch = _augmentation_batch()
+    first = augmentation(batch, epoch=4, mask_id=9, vocab_size=10, pad_id=0)
+    again = augmentation(batch, epoch=4, mask_id=9, vocab_size=10, pad_id=0)
+    assert torch.equal(first["visual_mask"], again["visual_mask"])
+    assert torch.equal(first["text"]["source"]["input_ids"], again["text"]["source"]["input_ids"])
+    swapped = {
+        "visual": batch["visual"].flip(0),
+        "visual_mask": batch["visual_mask"],
+        "text": {"source": {k: v.flip(0) for k, v in batch["text"]["source"].items()}},
+        "caption_ids": batch["caption_ids"][::-1],
+    }
+    alone = augmentation(swapped, epoch=4, mask_id=9, vocab_size=10, pad_id=0)
+    assert torch.equal(alone["visual_mask"].sum(1).flip(0), first["visual_mask"].sum(1))
+    other_epoch = augmentation(batch, epoch=5, mask_id=9, vocab_size=10, pad_id=0)
+    assert not torch.equal(other_epoch["visual_mask"], first["visual_mask"])
+    single = dict(batch, visual=batch["visual"][:, :1], visual_mask=batch["visual_mask"][:, :1])
+    assert augmentation.drop_regions(single["visual"], single["visual_mask"], [torch.Generator()] * 2)[1].all()
+    with pytest.raises(ValueError, match="mask token"):
+        augmentation(batch, epoch=0, mask_id=None, vocab_size=10, pad_id=0)
+    with pytest.raises(ValueError, match="region_drop"):
+        RegionCaptionAugmentation(region_drop=1.0)

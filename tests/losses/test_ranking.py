@@ -129,7 +129,9 @@ def test_ranking_bad_inputs() -> None:
     with pytest.raises(ValueError, match="relevance: expected shape"):
         smooth_ndcg_loss(scores, relevance[:2])
     with pytest.raises(ValueError, match=">= 0"):
-        kendall_rank_loss(scores, -relevance)
+        smooth_ndcg_loss(scores, -relevance)
+    # Kendall reads only relevance differences: raw inner-product labels may be negative (ITM_CLS model.py:132-133)
+    assert kendall_rank_loss(scores, -relevance) == kendall_rank_loss(scores, 1.0 - relevance)
     with pytest.raises(ValueError, match="form"):
         kendall_rank_loss(scores, relevance, form="tanh")
     with pytest.raises(ValueError, match="window"):

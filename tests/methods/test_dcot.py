@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from leccr_lightning.callbacks.confidence import ConfidenceLogger
 from leccr_lightning.losses import bidirectional, hinge_triplet, positive_mask_from_ids, symmetric_info_nce
 from leccr_lightning.losses.weighted import (
     weighted_bidirectional_triplet,
@@ -16,8 +18,8 @@ from leccr_lightning.losses.weighted import (
     weighted_symmetric_info_nce,
 )
 from leccr_lightning.methods.baseline import DualEncoderBaseline
-from leccr_lightning.methods.dcot import ConfidenceLogger, DCOTObjective
-from tests.helpers import experiment
+from leccr_lightning.methods.objectives import DCOTObjective
+from tests.helpers import experiment, pair_context
 
 
 def _unit(*shape: int, seed: int) -> torch.Tensor:
@@ -88,13 +90,13 @@ def test_confidences_carry_no_gradient_and_warmup_gives_the_base_loss() -> None:
     visual, source, target = (x.clone().requires_grad_(True) for x in _clean_triplets(noise=0.5, seed=7))
     mask = torch.eye(8, dtype=torch.bool)
     scores = (_unit(8, 16, seed=11) @ _unit(8, 16, seed=12).T).requires_grad_(True)
-    context = {"pair": "target", "visual": visual, "source": source, "target": target}
-    objective(scores, mask, {**context, "progress": 0.5}).backward()
+    embeddings = {"visual": visual, "source": source, "target": target}
+    objective(pair_context(scores, mask, embeddings=embeddings, progress=0.5)).backward()
     assert visual.grad is None and source.grad is None and target.grad is None
     assert scores.grad is not None
-    warm = objective(scores, mask, {**context, "progress": 0.1})
+    warm = objective(pair_context(scores, mask, embeddings=embeddings, progress=0.1))
     assert torch.allclose(warm, symmetric_info_nce(scores, mask, 0.07))
-    english = objective(scores, mask, {**context, "pair": "source", "progress": 0.5})
+    english = objective(pair_context(scores, mask, rows="source", embeddings=embeddings, progress=0.5))
     assert torch.allclose(english, symmetric_info_nce(scores, mask, 0.07))
 
 
@@ -159,3 +161,43 @@ def test_confidences_rank_corrupted_translations_below_clean_ones(tmp_path, run_
     assert _auc(values[~is_noisy], values[is_noisy]) > 0.75
     columns = next((tmp_path / "run").rglob("metrics.csv")).read_text().splitlines()[0].split(",")
     assert {"train/confidence_mean", "train/confidence_q50", "train/confidence_lambda"} <= set(columns)
+
+
+class StopAfterEpochs(L.Callback):
+    """Interrupts a run after ``epochs`` epochs (as a crash would), keeping its schedule length (``max_epochs``)."""
+
+    def __init__(self, epochs: int = 2):
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+@pytest.mark.slow
+def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path, run_cli) -> None:
+    """A 4-epoch run interrupted after 2 epochs and resumed from last.ckpt equals the uninterrupted run, with the
+    accuracy curriculum (whose EMA is state beyond the weights): same weights, same curriculum, same validation SumR."""
+    from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
+
+    write_synthetic_collection(tmp_path / "data", SynthConfig(n_train=60, n_val=12, n_test=12, mt_noise=0.4, seed=3))
+    config, root = experiment("dcot"), tmp_path / "data"
+    extra = (
+        "--model.init_args.objective.init_args.curriculum_mode=accuracy",
+        "--data.init_args.batch_size=16",
+        "--trainer.max_epochs=4",
+    )
+    straight = run_cli("fit", config, root, tmp_path / "straight", *extra)
+    interrupt = ("--trainer.callbacks+=tests.methods.test_dcot.StopAfterEpochs", "--trainer.callbacks.epochs=2")
+    first = run_cli("fit", config, root, tmp_path / "resumed", *extra, *interrupt)
+    assert first.trainer.current_epoch == 2
+    last = first.trainer.checkpoint_callback.last_model_path
+    resumed = run_cli("fit", config, root, tmp_path / "resumed", *extra, "--ckpt_path", last)
+    assert resumed.trainer.current_epoch == straight.trainer.current_epoch == 4
+    assert resumed.model.objective.curriculum.ema is not None
+    assert resumed.model.objective.curriculum.ema == pytest.approx(straight.model.objective.curriculum.ema, abs=1e-12)
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+    assert float(resumed.trainer.callback_metrics["val/sumr"]) == pytest.approx(
+        float(straight.trainer.callback_metrics["val/sumr"]), abs=1e-6
+    )

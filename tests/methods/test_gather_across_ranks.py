@@ -130,3 +130,89 @@ def test_helpers_are_identity_without_process_group() -> None:
     assert all_gather_with_grad(x) is x
     assert torch.equal(gather_uneven(x), x)
     assert local_positive_offset(8) == 0
+
+
+def _method_batch(rows: slice) -> dict:
+    """Training batch rows of a fixed 8-item problem (visual ids repeat within and across ranks)."""
+    generator = torch.Generator().manual_seed(5)
+    visual = torch.randn(WORLD * LOCAL_BATCH, 1, 6, generator=generator, dtype=torch.float64)
+    ids = torch.randint(1, 40, (WORLD * LOCAL_BATCH, 5), generator=generator)
+    tokens = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    return {
+        "visual": visual[rows],
+        "visual_mask": torch.ones(LOCAL_BATCH if rows.start is not None else len(IDS), 1, dtype=torch.bool),
+        "visual_index": IDS[rows],
+        "text": {role: {k: v[rows] for k, v in tokens.items()} for role in ("source", "target")},
+        "caption_ids": [f"{int(i)}#enc#{n}" for n, i in enumerate(IDS[rows])],
+    }
+
+
+def _method(objective: str, mask_same_item: bool, gather: bool, local_loss: bool):
+    from leccr_lightning.methods.baseline import DualEncoderBaseline
+    from leccr_lightning.methods.objectives import InfoNCEObjective, TripletObjective
+
+    torch.manual_seed(3)
+    made = TripletObjective() if objective == "triplet" else InfoNCEObjective()
+    model = DualEncoderBaseline(
+        visual_dim=6,
+        vocab_size=40,
+        text_hidden=8,
+        text_layers=1,
+        text_heads=2,
+        visual_hidden=8,
+        embed_dim=4,
+        objective=made,
+        mask_same_item=mask_same_item,
+        gather_negatives=gather,
+        local_loss=local_loss,
+    )
+    return model.double().eval()  # no dropout: every process must compute the same function
+
+
+def _method_worker(rank: int, port: int, results: mp.Queue, case: tuple) -> None:
+    try:
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+        model = _method(*case)
+        loss = model.compute_losses(_method_batch(slice(rank * LOCAL_BATCH, (rank + 1) * LOCAL_BATCH)))["loss"]
+        loss.backward()
+        results.put((rank, [p.grad.numpy().copy() for p in model.parameters() if p.grad is not None]))
+        dist.destroy_process_group()
+    except Exception:
+        results.put((rank, traceback.format_exc()))
+
+
+@pytest.mark.ddp
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("objective", ["triplet", "infonce"])
+@pytest.mark.parametrize("mask_same_item", [True, False])
+@pytest.mark.parametrize("local_loss", [False, True], ids=["global", "local"])
+def test_method_gathered_negatives_give_the_one_process_gradients(objective, mask_same_item, local_loss) -> None:
+    """The baseline over 2 gloo processes with cross-rank negatives, in the global form ((W B)^2 scores on every
+    rank) and the local form (own rows and columns against every rank's): DDP-averaged gradients equal one process
+    with the whole batch (the triplet's sum and InfoNCE's mean alike)."""
+    context = mp.get_context("fork")
+    results = context.Queue()
+    port = _free_port()
+    case = (objective, mask_same_item, True, local_loss)
+    processes = [context.Process(target=_method_worker, args=(r, port, results, case)) for r in range(WORLD)]
+    for process in processes:
+        process.start()
+    try:
+        received = dict(results.get(timeout=150) for _ in range(WORLD))
+    except queue.Empty:
+        pytest.fail("a gloo worker did not report within 150 s")
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
+    for rank, item in received.items():
+        assert isinstance(item, list), f"worker {rank} failed:\n{item}"
+    single = _method(objective, mask_same_item, False, False)
+    single.compute_losses(_method_batch(slice(None)))["loss"].backward()
+    reference = [p.grad.numpy() for p in single.parameters() if p.grad is not None]
+    assert len(reference) == len(received[0])
+    for index, expected in enumerate(reference):
+        averaged = np.mean([received[r][index] for r in range(WORLD)], axis=0)
+        np.testing.assert_allclose(averaged, expected, rtol=1e-7, atol=1e-10)

@@ -8,16 +8,16 @@ import torch
 from leccr_lightning.data.synthetic import SynthConfig, write_synthetic_collection
 from leccr_lightning.losses import hinge_triplet, kendall_rank_loss
 from leccr_lightning.methods.baseline import DualEncoderBaseline
-from leccr_lightning.methods.objectives import TripletObjective
-from leccr_lightning.methods.ranking_objectives import (
+from leccr_lightning.methods.objectives import (
     BCLSObjective,
     ListwiseObjective,
     SelHNObjective,
+    TripletObjective,
     UnifiedObjective,
-    batch_texts,
 )
+from leccr_lightning.methods.objectives.ranking import batch_texts
 from leccr_lightning.metrics.relevance import BinaryRelevance, InBatchRelevance
-from tests.helpers import assert_consistent_report
+from tests.helpers import assert_consistent_report, pair_context
 from tests.helpers import experiment as experiment_config
 
 
@@ -31,45 +31,46 @@ class FixedRelevance(InBatchRelevance):
         return self.matrix
 
 
-def _scores(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _scores(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     scores = torch.nn.functional.normalize(torch.randn(n, 8, generator=generator), dim=1)
     scores = scores @ torch.nn.functional.normalize(torch.randn(n, 8, generator=generator), dim=1).T
-    return scores, torch.eye(n, dtype=torch.bool), {"index": torch.arange(n)}
+    return scores, torch.eye(n, dtype=torch.bool)
 
 
 def test_selhn_objective_is_half_the_mean_of_both_directions_and_hardest_at_eps_zero():
-    scores, mask, context = _scores()
+    scores, mask = _scores()
     expected = 0.5 * (
         hinge_triplet(scores, mask, mining="selective", reduction="mean")
         + hinge_triplet(scores.T, mask, mining="selective", reduction="mean")
     )
-    assert SelHNObjective()(scores, mask, context) == pytest.approx(float(expected))
-    hardest = TripletObjective(mining="hardest", reduction="mean")(scores, mask)
-    assert SelHNObjective(selective_eps=0.0)(scores, mask) == pytest.approx(0.5 * float(hardest))
+    assert SelHNObjective()(pair_context(scores, mask)) == pytest.approx(float(expected))
+    hardest = TripletObjective(mining="hardest", reduction="mean")(pair_context(scores, mask))
+    assert SelHNObjective(selective_eps=0.0)(pair_context(scores, mask)) == pytest.approx(0.5 * float(hardest))
     # eps >= 2 (cosine range): always the all-negatives mean (itr spec §4.8)
-    all_mean = TripletObjective(mining="all_mean", reduction="mean")(scores, mask)
-    assert SelHNObjective(selective_eps=2.5)(scores, mask) == pytest.approx(0.5 * float(all_mean))
+    all_mean = TripletObjective(mining="all_mean", reduction="mean")(pair_context(scores, mask))
+    assert SelHNObjective(selective_eps=2.5)(pair_context(scores, mask)) == pytest.approx(0.5 * float(all_mean))
 
 
 def test_unified_objective_tends_to_the_hardest_triplet():
-    scores, mask, _ = _scores()
-    hardest = 0.5 * float(TripletObjective(mining="hardest", reduction="mean")(scores, mask))
-    assert UnifiedObjective(tau=1e-3)(scores, mask) == pytest.approx(hardest, abs=1e-3)
-    assert float(UnifiedObjective(tau=0.1)(scores, mask)) > hardest
+    scores, mask = _scores()
+    hardest = 0.5 * float(TripletObjective(mining="hardest", reduction="mean")(pair_context(scores, mask)))
+    assert UnifiedObjective(tau=1e-3)(pair_context(scores, mask)) == pytest.approx(hardest, abs=1e-3)
+    assert float(UnifiedObjective(tau=0.1)(pair_context(scores, mask))) > hardest
 
 
 def test_bcls_kendall_term_uses_the_transposed_relevance_unless_legacy():
-    scores, mask, context = _scores()
+    scores, mask = _scores()
     relevance = torch.rand(6, 6, generator=torch.Generator().manual_seed(3))
     objective = BCLSObjective(kendall_weight=1.0, relevance=FixedRelevance(relevance), binary_mining="hardest")
     r = torch.where(mask, torch.ones(()), relevance)
-    binary = 0.5 * float(TripletObjective(mining="hardest", reduction="mean")(scores, mask))
+    binary = 0.5 * float(TripletObjective(mining="hardest", reduction="mean")(pair_context(scores, mask)))
     kendall = 0.5 * float(kendall_rank_loss(scores, r) + kendall_rank_loss(scores.T, r.T))
-    assert objective(scores, mask, context) == pytest.approx(binary + kendall, rel=1e-6)
+    assert objective(pair_context(scores, mask)) == pytest.approx(binary + kendall, rel=1e-6)
+    # the released code's one relevance[image, text] = r^T serves both directions: the t2i side reads r^T too
     legacy = BCLSObjective(relevance=FixedRelevance(relevance), binary_mining="hardest", legacy_untransposed=True)
-    legacy_kendall = 0.5 * float(kendall_rank_loss(scores, r) + kendall_rank_loss(scores.T, r))
-    assert legacy(scores, mask, context) == pytest.approx(binary + legacy_kendall, rel=1e-6)
+    legacy_kendall = 0.5 * float(kendall_rank_loss(scores, r.T) + kendall_rank_loss(scores.T, r.T))
+    assert legacy(pair_context(scores, mask)) == pytest.approx(binary + legacy_kendall, rel=1e-6)
     with pytest.raises(ValueError, match="binary_mining"):
         BCLSObjective(binary_mining="semi")
 
@@ -79,37 +80,33 @@ def test_bcls_kendall_vanishes_when_scores_follow_the_labels():
     scores = torch.where(torch.eye(3, dtype=torch.bool), torch.ones(()), relevance)
     zero_binary = dict(binary_mining="hardest", margin=0.0)
     concordant = BCLSObjective(relevance=FixedRelevance(relevance), **zero_binary)
-    assert float(concordant(scores, torch.eye(3, dtype=torch.bool), {"index": torch.arange(3)})) == 0.0
+    assert float(concordant(pair_context(scores, torch.eye(3, dtype=torch.bool)))) == 0.0
     reversed_scores = -scores
-    assert float(concordant(reversed_scores, torch.eye(3, dtype=torch.bool), {"index": torch.arange(3)})) > 0.0
+    assert float(concordant(pair_context(reversed_scores, torch.eye(3, dtype=torch.bool)))) > 0.0
 
 
 def test_listwise_weight_zero_is_triplet_hn_and_binary_relevance_rewards_the_positive():
-    scores, mask, context = _scores()
-    hardest = 0.5 * float(TripletObjective(mining="hardest", reduction="mean")(scores, mask))
-    assert ListwiseObjective(sndcg_weight=0.0, relevance=BinaryRelevance())(scores, mask, context) == pytest.approx(
-        hardest
-    )
+    scores, mask = _scores()
+    hardest = 0.5 * float(TripletObjective(mining="hardest", reduction="mean")(pair_context(scores, mask)))
+    unweighted = ListwiseObjective(sndcg_weight=0.0, relevance=BinaryRelevance())
+    assert unweighted(pair_context(scores, mask)) == pytest.approx(hardest)
     listwise = ListwiseObjective(sndcg_weight=1.0, relevance=BinaryRelevance())
-    good = listwise(torch.eye(6) * 2 - 1, mask, context)
-    bad = listwise(1 - torch.eye(6) * 2, mask, context)
+    good = listwise(pair_context(torch.eye(6) * 2 - 1, mask))
+    bad = listwise(pair_context(1 - torch.eye(6) * 2, mask))
     assert float(good) < 1e-6 < float(bad)
     with pytest.raises(ValueError, match="sndcg_weight"):
         ListwiseObjective(sndcg_weight=1.5)
 
 
-def test_batch_texts_reads_the_pair_tokens_and_requires_an_index():
+def test_batch_texts_reads_the_row_tokens_and_refuses_gathered_rows():
     tokens = {"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3)}
-    texts = batch_texts(
-        {
-            "index": torch.arange(2),
-            "pair": "target",
-            "batch": {"caption_ids": ["a#enc#0", "b#enc#0"], "text": {"target": tokens}},
-        }
-    )
+    batch = {"caption_ids": ["a#enc#0", "b#enc#0"], "text": {"target": tokens}}
+    texts = batch_texts(pair_context(torch.zeros(2, 2), torch.eye(2, dtype=torch.bool), batch=batch))
     assert texts.input_ids is tokens["input_ids"] and texts.caption_ids == ["a#enc#0", "b#enc#0"]
-    with pytest.raises(ValueError, match="index"):
-        batch_texts({})
+    assert torch.equal(texts.index, torch.arange(2))
+    gathered = pair_context(torch.zeros(2, 2), torch.eye(2, dtype=torch.bool), batch=batch, gathered=True)
+    with pytest.raises(ValueError, match="gathered"):
+        batch_texts(gathered)
 
 
 @pytest.mark.parametrize("objective", [SelHNObjective(), UnifiedObjective(), BCLSObjective(), ListwiseObjective()])

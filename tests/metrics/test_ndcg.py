@@ -134,17 +134,14 @@ def test_retrieval_metric_ndcg_with_a_fused_scorer():
 
 
 @pytest.mark.slow
-def test_rvsepp_reports_test_ndcg_from_a_rouge_matrix_through_the_cli(tmp_path):
+def test_rvsepp_reports_test_ndcg_from_rouge_relevance_cached_by_the_cli(tmp_path):
     folder = tmp_path / "f30k_precomp"
     learnable_split(folder, "train", 48, seed=1)
     learnable_split(folder, "dev", 6, seed=2)
     learnable_split(folder, "test", 8, seed=3)
-    test = read_precomp_split(folder, "test")
-    targets = [int(p.visual_id) for p in test.captions.parsed]
-    save_relevance(tmp_path / "rouge.npy", rouge_relevance(test.captions.texts, targets, test.num_images))
     relevance = {
-        "class_path": "leccr_lightning.metrics.relevance.PrecomputedRelevance",
-        "init_args": {"path": str(tmp_path / "rouge.npy")},
+        "class_path": "leccr_lightning.metrics.relevance.RougeRelevance",
+        "init_args": {"captions": str(folder / "test_caps.txt"), "captions_per_item": 5, "cache_dir": str(tmp_path)},
     }
     cli = lightning_main(
         [
@@ -186,6 +183,10 @@ def test_rvsepp_reports_test_ndcg_from_a_rouge_matrix_through_the_cli(tmp_path):
     assert not any("ndcg" in key for key in cli.trainer.logged_metrics if key.startswith("val/"))
     metrics = json.loads(Path(cli.trainer.log_dir, "test_metrics.json").read_text(encoding="utf-8"))
     assert 0.0 < metrics["test/t2v_ndcg@25"] <= 100.0 and 0.0 < metrics["test/v2t_ndcg@25"] <= 100.0
+    test = read_precomp_split(folder, "test")
+    targets = [int(p.visual_id) for p in test.captions.parsed]
+    (cached,) = tmp_path.glob("rouge_l-*.npy")
+    assert np.array_equal(np.load(cached), rouge_relevance(test.captions.texts, targets, test.num_images))
     assert metrics["test/t2v_r1"] >= 0.0 and "test/sumr" in metrics
 
 

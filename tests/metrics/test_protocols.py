@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -47,6 +49,8 @@ def test_coco_1k_is_the_mean_of_the_manual_per_fold_reports_and_5k_the_full_repo
         rows = slice(4 * fold, 4 * fold + 4)
         cols = slice(2 * fold, 2 * fold + 2)
         part = retrieval_report(scores[rows, cols], query_to_gallery[rows] - 2 * fold, (1, 5))
+        # the image-text protocols floor the median rank (RVSEPP evaluation.py:326,370)
+        part.update({key: float(math.floor(part[key])) for key in ("t2v_medr", "v2t_medr")})
         part.update(ndcg_report(scores[rows, cols], relevance[rows, cols], 3))
         manual.append(part)
     for key, value in average_reports(manual).items():

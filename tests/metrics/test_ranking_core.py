@@ -19,6 +19,7 @@ from leccr_lightning.metrics import (
     retrieval_report_from_embeddings,
     retrieval_report_from_views,
 )
+from leccr_lightning.metrics.ranking import _Layout, _tiles
 
 # 4 captions x 3 items; captions 0,1 -> item 0, captions 2,3 -> item 1, item 2 has no caption.
 HAND_SCORES = torch.tensor(
@@ -145,21 +146,87 @@ def test_chunk_sizes_give_identical_reports():
         assert retrieval_report_from_embeddings(queries, gallery, targets, chunk_size=chunk_size) == reference
 
 
-def test_automatic_chunking_over_budget_matches(monkeypatch):
+def test_every_pair_is_scored_once_in_bounded_pieces(monkeypatch):
     queries, gallery = exact_embeddings(50, 4, seed=4), exact_embeddings(7, 4, seed=5)
-    targets = torch.arange(50) % 7
-    full = retrieval_report_from_embeddings(queries, gallery, targets)
-    monkeypatch.setattr("leccr_lightning.metrics.ranking.MAX_FULL_SCORE_ELEMENTS", 10)
+    targets = torch.arange(50) % 7  # not grouped by item: the core groups the queries itself
+    full = retrieval_report(queries @ gallery.T, targets)
     monkeypatch.setattr("leccr_lightning.metrics.ranking.AUTO_CHUNK_ROWS", 8)
-    calls = []
+    monkeypatch.setattr("leccr_lightning.metrics.ranking.PIECE_ELEMENTS", 16)
+    monkeypatch.setattr("leccr_lightning.metrics.ranking.MIN_PIECE", 1)
+    scored = torch.zeros(50, 7, dtype=torch.long)
+    sizes = []
 
-    def counting_scorer(query_views, gallery_views):
-        calls.append(next(iter(query_views.values())).shape[0])
+    def recording_scorer(query_views, gallery_views):
+        rows, columns = query_views["row"].long(), gallery_views["row"].long()
+        scored[rows[:, None], columns[None, :]] += 1
+        sizes.append(rows.numel() * columns.numel())
         return DotScorer()(query_views, gallery_views)
 
-    chunked = retrieval_report_from_views({"query": queries}, {"gallery": gallery}, targets, counting_scorer)
-    assert chunked == full
-    assert calls == [8, 8, 8, 8, 8, 8, 2] * 2  # two passes with identical boundaries
+    views = ({"query": queries, "row": torch.arange(50.0)}, {"gallery": gallery, "row": torch.arange(7.0)})
+    assert retrieval_report_from_views(*views, targets, recording_scorer) == full
+    assert torch.equal(scored, torch.ones(50, 7, dtype=torch.long)), "each (query, item) pair is scored once"
+    # one chunk per item (8 captions for item 0, 7 for the others): the diagonal blocks come first, then tiles of
+    # at most PIECE_ELEMENTS scores
+    assert sizes[:7] == [8, 7, 7, 7, 7, 7, 7] and max(sizes[7:]) <= 16
+
+
+def test_uncaptioned_items_are_only_competitors(monkeypatch):
+    queries, gallery = exact_embeddings(30, 4, seed=6), exact_embeddings(40, 4, seed=7)
+    targets = torch.randint(0, 40, (30,), generator=torch.Generator().manual_seed(8)) // 4 * 4  # every 4th item
+    monkeypatch.setattr("leccr_lightning.metrics.ranking.PIECE_ELEMENTS", 64)
+    monkeypatch.setattr("leccr_lightning.metrics.ranking.MIN_PIECE", 3)
+    scored = torch.zeros(30, 40, dtype=torch.long)
+
+    def recording_scorer(query_views, gallery_views):
+        scored[query_views["row"].long()[:, None], gallery_views["row"].long()[None, :]] += 1
+        return DotScorer()(query_views, gallery_views)
+
+    views = ({"query": queries, "row": torch.arange(30.0)}, {"gallery": gallery, "row": torch.arange(40.0)})
+    report = retrieval_report_from_views(*views, targets, recording_scorer, chunk_size=5)
+    assert_reports_close(report, brute_force_report(queries @ gallery.T, targets))
+    captioned = torch.zeros(40, dtype=torch.bool)
+    captioned[targets] = True
+    # captioned columns are scored in their own blocks and again (left out of the counts) in the full-gallery tiles
+    assert torch.equal(scored[:, captioned], torch.full((30, int(captioned.sum())), 2))
+    assert torch.equal(scored[:, ~captioned], torch.ones(30, int((~captioned).sum()), dtype=torch.long))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, 64, None])
+def test_views_path_matches_brute_force_with_ties_skew_and_shuffled_captions(chunk_size):
+    generator = torch.Generator().manual_seed(9)
+    queries, gallery = exact_embeddings(90, 3, seed=10), exact_embeddings(25, 3, seed=11)
+    # item 0 holds 40 captions (deep levels on gathered columns), 20 items hold 2-3, items 21-24 hold none
+    targets = torch.cat([torch.zeros(40, dtype=torch.long), torch.randint(1, 21, (50,), generator=generator)])
+    targets = targets[torch.randperm(90, generator=generator)]
+    expected = brute_force_report(queries @ gallery.T, targets)
+    report = retrieval_report_from_embeddings(queries, gallery, targets, chunk_size=chunk_size)
+    assert_reports_close(report, expected)
+    assert_reports_close(retrieval_report(queries @ gallery.T, targets), expected)
+
+
+def test_item_aligned_chunks_and_bands(monkeypatch):
+    monkeypatch.setattr("leccr_lightning.metrics.ranking.MIN_PIECE", 1)
+    targets = torch.tensor([2, 2, 2, 0, 5, 5, 0, 2, 2, 2, 2, 3, 6])  # items 0, 2, 3, 5, 6: 2, 7, 1, 2, 1 captions
+    layout = _Layout.build(targets, num_gallery=7, rows=3)
+    assert layout.items.tolist() == [0, 2, 3, 5, 6] and not layout.all_items_captioned
+    assert layout.column.tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 3, 3, 4]
+    assert layout.order.tolist() == [3, 6, 0, 1, 2, 7, 8, 9, 10, 11, 4, 5, 12]
+    # cuts at the last item boundary before each multiple of 3 rows (item 2 straddles two of them)
+    assert layout.chunks == ((0, 2, 0, 1), (2, 9, 1, 2), (9, 12, 2, 4), (12, 13, 4, 5))
+    assert layout.original_row(10) == 4
+    # multiples of 4: a chunk straddling 8 takes items 2, 3, 5; the last chunk (1 row < 4 // 2) joins it
+    assert _Layout.build(targets, num_gallery=7, rows=4).chunks == ((0, 2, 0, 1), (2, 13, 1, 5))
+    monkeypatch.setattr("leccr_lightning.metrics.ranking.MIN_PIECE", 2)
+    # bands widened to 2 items, and to the edge where fewer than 2 would remain outside
+    assert _Layout.build(targets, num_gallery=7, rows=3).chunks == (
+        (0, 2, 0, 2),
+        (2, 9, 0, 3),
+        (9, 12, 2, 5),
+        (12, 13, 3, 5),
+    )
+    assert _tiles(0, 9, 4) == [(0, 4), (4, 9)] and _tiles(2, 10, 4) == [(2, 6), (6, 10)]
+    grouped = _Layout.build(torch.tensor([0, 0, 1, 2]), num_gallery=3, rows=8)
+    assert grouped.order is None and grouped.all_items_captioned and grouped.chunks == ((0, 4, 0, 3),)
 
 
 def test_embeddings_are_scored_in_fp32():

@@ -1,4 +1,4 @@
-"""Relevance providers: hand-checked ROUGE-L, in-batch max over an item's captions, files and memmaps."""
+"""Relevance providers: in-batch max over an item's captions, files and memmaps (ROUGE-L: test_rouge_relevance)."""
 
 from __future__ import annotations
 
@@ -14,35 +14,10 @@ from leccr_lightning.metrics.relevance import (
     TokenOverlapRelevance,
     binary_relevance,
     encode_captions,
-    lcs_length,
     load_relevance,
     max_over_item,
-    rouge_l,
-    rouge_relevance,
     save_relevance,
 )
-
-
-def test_lcs_and_rouge_l_hand_values():
-    assert lcs_length(["a", "b", "c", "d"], ["a", "c", "d", "e"]) == 3
-    assert rouge_l("a b c d", ["a c d e"]) == pytest.approx(0.75)
-    # P = 1, R = 1/2: F = 2.44 * 0.5 / (0.5 + 1.44) (beta 1.2)
-    assert rouge_l("a b", ["a b c d"]) == pytest.approx(2.44 * 0.5 / 1.94)
-    # P and R are maxed separately over the references
-    assert rouge_l("a b", ["x y", "a b c d", "a"]) == pytest.approx(1.0 * 1.0 * 2.44 / (1.0 + 1.44))
-    assert rouge_l("a b", ["c d"]) == 0.0
-
-
-def test_rouge_relevance_gives_the_own_item_one():
-    texts = ["a red car", "a red bus", "two dogs run", "dogs run"]
-    relevance = rouge_relevance(texts, [0, 0, 1, 1], 2)
-    assert relevance.shape == (4, 2)
-    assert np.allclose(relevance[[0, 1, 2, 3], [0, 0, 1, 1]], 1.0)
-    assert relevance[0, 1] == 0.0 and relevance[2, 0] == 0.0
-    partial = rouge_relevance(["a red car", "a dog", "two dogs run"], [0, 1, 1], 2)
-    assert partial[1, 0] == pytest.approx(rouge_l("a dog", ["a red car"]))
-    with pytest.raises(ValueError, match="outside the gallery"):
-        rouge_relevance(texts, [0, 0, 1, 2], 2)
 
 
 def test_max_over_item_takes_the_best_caption_of_the_candidate_item():
@@ -72,19 +47,40 @@ def test_token_overlap_relevance_values_and_positives():
         TokenOverlapRelevance("dot")
 
 
-def test_caption_embedding_relevance_reads_rows_by_caption_id(tmp_path):
+def test_caption_embedding_relevance_takes_the_max_over_all_reference_captions_of_the_item(tmp_path):
     ids = ["v1#enc#0", "v1#enc#1", "v2#enc#0"]
     (tmp_path / "caps.txt").write_text("".join(f"{i} some text\n" for i in ids))
-    np.save(tmp_path / "emb.npy", np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], dtype=np.float32))
+    np.save(tmp_path / "emb.npy", np.array([[3.0, 0.0], [0.0, 2.0], [1.0, 1.0]], dtype=np.float32))
     provider = CaptionEmbeddingRelevance(str(tmp_path / "emb.npy"), str(tmp_path / "caps.txt"), mapping="cos")
     texts = BatchTexts(index=torch.tensor([0, 1]), caption_ids=["v2#enc#0", "v1#enc#1"])
     relevance = provider(torch.eye(2, dtype=torch.bool), texts)
-    assert torch.allclose(relevance, torch.tensor([[1.0, 2**-0.5], [2**-0.5, 1.0]]), atol=1e-6)
+    # "cos" is the raw inner product (ITM_CLS): v2's caption against v1's references [3, 0] (absent from the
+    # batch) and [0, 2] -> max(3, 2); v1#enc#1 against v2's only reference -> 2; positives get 1
+    assert torch.allclose(relevance, torch.tensor([[1.0, 3.0], [2.0, 1.0]]))
+    shifted = CaptionEmbeddingRelevance(str(tmp_path / "emb.npy"), str(tmp_path / "caps.txt"), mapping="shifted")
+    half = (1 + 2**-0.5) / 2
+    assert torch.allclose(shifted(torch.eye(2, dtype=torch.bool), texts), torch.tensor([[1.0, half], [half, 1.0]]))
     with pytest.raises(DataFormatError, match="v9#enc#0"):
         provider(torch.eye(1, dtype=torch.bool), BatchTexts(index=torch.tensor([0]), caption_ids=["v9#enc#0"]))
     np.save(tmp_path / "bad.npy", np.zeros((2, 2), dtype=np.float32))
     with pytest.raises(DataFormatError, match="bad.npy"):
         CaptionEmbeddingRelevance(str(tmp_path / "bad.npy"), str(tmp_path / "caps.txt"))
+
+
+def test_caption_embedding_relevance_binds_a_relative_file_to_the_datamodule_training_captions(tmp_path):
+    class Data:
+        folder = tmp_path
+        train_caption_ids = ("0#enc#0", "0#enc#1", "1#enc#0")
+
+    np.save(tmp_path / "train_caps_emb.npy", np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], dtype=np.float32))
+    provider = CaptionEmbeddingRelevance("train_caps_emb.npy", mapping="cos")
+    texts = BatchTexts(index=torch.tensor([0, 1]), caption_ids=["0#enc#1", "1#enc#0"])
+    with pytest.raises(ValueError, match="not bound"):
+        provider(torch.eye(2, dtype=torch.bool), texts)
+    provider.bind_data(Data())
+    assert torch.allclose(provider(torch.eye(2, dtype=torch.bool), texts), torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+    with pytest.raises(ValueError, match="train_caption_ids"):
+        CaptionEmbeddingRelevance("train_caps_emb.npy").bind_data(object())
 
 
 def test_precomputed_relevance_memmap_npy_and_bin(tmp_path):

@@ -19,6 +19,7 @@ from leccr_lightning.metrics import (
     retrieval_report_from_embeddings,
     retrieval_report_from_views,
 )
+from leccr_lightning.metrics.retrieval import _compacted, _unique_positions
 
 NUM_QUERIES, NUM_GALLERY, DIM, WORLD_SIZE, BATCH = 23, 9, 6, 2, 4
 
@@ -158,3 +159,24 @@ def test_update_errors():
         metric.update("gallery", torch.arange(3, 6), {"other": views})
     with pytest.raises(ValueError, match="no query embeddings"):
         metric.compute()
+
+
+def test_compute_compacts_the_states_without_moving_ordered_rows():
+    split = eval_split()
+    metric = RetrievalMetric()
+    for start in range(0, NUM_QUERIES, BATCH):
+        rows = torch.arange(start, min(start + BATCH, NUM_QUERIES))
+        metric.update("query", rows, split["target"][rows], split["targets"][rows])
+    metric.update("gallery", torch.arange(NUM_GALLERY), split["gallery"])
+    first = metric.compute()
+    assert len(metric.query_view_query) == 1 and torch.equal(metric.query_view_query[0], split["target"])
+    assert metric.gallery_view_gallery[0].data_ptr() == split["gallery"].data_ptr(), "one ordered part: no copy"
+    assert (
+        metric.compute()
+        == first
+        == retrieval_report_from_embeddings(split["target"], split["gallery"], split["targets"])
+    )
+    assert _unique_positions(torch.arange(5), "query") is None
+    assert _unique_positions(torch.tensor([2, 0, 1, 0]), "query").tolist() == [1, 2, 0]
+    parts = [torch.ones(2, 3), torch.zeros(1, 3)]
+    assert torch.equal(_compacted(parts), torch.tensor([[1.0] * 3, [1.0] * 3, [0.0] * 3])) and len(parts) == 1

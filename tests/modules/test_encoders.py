@@ -9,7 +9,12 @@ import torch
 from leccr_lightning.modules.heads import ProjectionHead
 from leccr_lightning.modules.pooling import pool
 from leccr_lightning.modules.text_encoders import HFTextEncoder
-from leccr_lightning.modules.visual_encoders import FeatureMLP, FrameTransformer
+from leccr_lightning.modules.visual_encoders import (
+    VISUAL_ENCODERS,
+    FeatureMLP,
+    FrameTransformer,
+    build_visual_encoder,
+)
 
 
 def tokens():
@@ -59,8 +64,38 @@ def test_frame_transformer_ignores_padded_frames():
     mask = torch.tensor([[True, True, True, False, False]])
     garbage = frames.clone()
     garbage[0, 3:] = 100.0
-    assert torch.allclose(encoder(frames, mask)[1], encoder(garbage, mask)[1], atol=1e-5)
-    assert FeatureMLP(6, 8)(frames, mask)[1].shape == (1, 8)
+    assert torch.allclose(encoder(frames, mask).pooled, encoder(garbage, mask).pooled, atol=1e-5)
+    assert FeatureMLP(6, 8)(frames, mask).pooled.shape == (1, 8)
+
+
+@pytest.mark.parametrize("kind", sorted(VISUAL_ENCODERS))
+def test_every_visual_encoder_kind_builds_and_ignores_padding(kind):
+    torch.manual_seed(3)
+    in_dim = 3 if kind == "timm" else 6
+    options = {"visern": {"regions_per_frame": 5}}.get(kind)  # one frame of five regions
+    encoder = build_visual_encoder(
+        kind, in_dim, hidden=8, heads=2, dropout=0.0, timm_model="test_resnet", options=options
+    )
+    encoder.eval()
+    if kind == "timm":
+        visual, mask = torch.rand(2, 3, 32, 32), torch.ones(2, 1, dtype=torch.bool)
+    else:
+        visual, mask = torch.randn(2, 5, in_dim), torch.tensor([[True] * 5, [True, True, False, False, False]])
+    out = encoder(visual, mask)
+    assert out.tokens.shape[0] == 2 and out.pooled.shape == (2, encoder.out_dim)
+    assert out.tokens.shape[-1] == getattr(encoder, "token_dim", encoder.out_dim)
+    assert out.mask.dtype == torch.bool and out.mask.shape == out.tokens.shape[:2]
+    if kind != "timm":
+        garbage = visual.clone()
+        garbage[1, 2:] = 50.0
+        assert torch.allclose(encoder(garbage, mask).pooled, out.pooled, atol=1e-5)
+
+
+def test_unknown_visual_encoder_lists_the_known_ones():
+    with pytest.raises(ValueError, match="expected one of"):
+        build_visual_encoder("resnet", 6, hidden=8)
+    with pytest.raises(ValueError, match="hidden"):
+        build_visual_encoder("mlp", 6)
 
 
 def test_projection_head_gives_unit_vectors():
