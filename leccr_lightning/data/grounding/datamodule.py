@@ -78,6 +78,11 @@ class GroundingDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"grounding data folder {self.root} does not exist (`leccr synth --config <experiment>.yaml` writes "
+                "the synthetic collection a tiny experiment reads; otherwise set data.init_args.root)"
+            )
         self.files = {
             "fit": train_file,
             "validate": val_file,

@@ -242,3 +242,8 @@ def test_query_options_are_checked(collection: Path) -> None:
         GroundingDataModule(root=str(collection), test_file="annotations/x.jsonl", tokenizer="train")
     with pytest.raises(OSError, match="neither a local directory"):
         _ = _datamodule(collection, tokenizer=str(collection / "no_such_tokenizer")).vocab_size
+
+
+def test_missing_grounding_folder_error_says_how_to_make_one(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nowhere does not exist \(`leccr synth --config"):
+        GroundingDataModule(root=str(tmp_path / "nowhere"), train_file="train.jsonl")
