@@ -1,5 +1,4 @@
-"""Writes ``leccr predict`` output as the official QVHighlights submission jsonl (spec grounding_methods
-§6.1)."""
+"""Writes ``leccr predict`` output as the official QVHighlights submission jsonl (spec grounding_methods §6.1)."""
 
 from __future__ import annotations
 

@@ -153,8 +153,8 @@ class CCRDataModule(RetrievalDataModule):
         self.collection_dir = Path(root) / collection
         if not self.collection_dir.is_dir():
             raise FileNotFoundError(
-                f"collection folder {self.collection_dir} does not exist (run `leccr synth --out {root}` for a "
-                "synthetic one, or set data.init_args.root / collection)"
+                f"collection folder {self.collection_dir} does not exist (`leccr synth --config <experiment>.yaml` "
+                "writes the synthetic collection of a tiny experiment; otherwise set data.init_args.root / collection)"
             )
         self.language = language
         self.roles = list(roles or ["source", "target"])

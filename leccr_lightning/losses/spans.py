@@ -1,7 +1,7 @@
-"""Span utilities, Hungarian matching and the DETR grounding losses (spec grounding_methods §2).
+"""Generalised temporal IoU, Hungarian matching and the DETR grounding loss terms (spec grounding_methods §2).
 
 Spans are normalised to [0, 1]; (c, w) = (center, width), (s, e) = (start, end). Losses are pure functions of
-predictions, targets and matched indices; weights live in the method.
+predictions, targets and matched indices; their weights live in ``SetCriterion`` and the methods.
 """
 
 from __future__ import annotations
@@ -12,27 +12,10 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
+from leccr_lightning.data.grounding.spans import span_cxw_to_xx
+from leccr_lightning.metrics.grounding import temporal_iou
+
 Indices = list[tuple[torch.Tensor, torch.Tensor]]
-
-
-def span_cxw_to_xx(cxw: torch.Tensor) -> torch.Tensor:
-    """(c, w) -> (c - w/2, c + w/2)."""
-    return torch.stack([cxw[..., 0] - 0.5 * cxw[..., 1], cxw[..., 0] + 0.5 * cxw[..., 1]], dim=-1)
-
-
-def span_xx_to_cxw(xx: torch.Tensor) -> torch.Tensor:
-    """(s, e) -> ((s + e)/2, e - s)."""
-    return torch.stack([(xx[..., 0] + xx[..., 1]) / 2, xx[..., 1] - xx[..., 0]], dim=-1)
-
-
-def temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross IoU [N, M] of (s, e) spans and the union [N, M]; union 0 gives IoU 0 (not NaN)."""
-    left = torch.maximum(spans1[:, None, 0], spans2[None, :, 0])
-    right = torch.minimum(spans1[:, None, 1], spans2[None, :, 1])
-    inter = (right - left).clamp(min=0)
-    union = (spans1[:, 1] - spans1[:, 0])[:, None] + (spans2[:, 1] - spans2[:, 0])[None, :] - inter
-    iou = torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
-    return iou, union
 
 
 def generalized_temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> torch.Tensor:
@@ -42,13 +25,6 @@ def generalized_temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> torc
     right = torch.maximum(spans1[:, None, 1], spans2[None, :, 1])
     hull = (right - left).clamp(min=0)
     return iou - torch.where(hull > 0, (hull - union) / hull.clamp(min=1e-12), torch.zeros_like(hull))
-
-
-def temporal_iou_paired(spans1: torch.Tensor, spans2: torch.Tensor) -> torch.Tensor:
-    """Row-wise IoU [N] of (s, e) spans (the diagonal of ``temporal_iou``)."""
-    inter = (torch.minimum(spans1[:, 1], spans2[:, 1]) - torch.maximum(spans1[:, 0], spans2[:, 0])).clamp(min=0)
-    union = (spans1[:, 1] - spans1[:, 0]) + (spans2[:, 1] - spans2[:, 0]) - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
 
 @torch.no_grad()
@@ -61,7 +37,7 @@ def hungarian_match(
     cost_class: float = 4.0,
     extra_costs: Sequence[torch.Tensor] | None = None,
 ) -> Indices:
-    """Per-sample optimal assignment (scipy) of queries to GT spans, min(Q, G) pairs (§2.1).
+    """Per-sample optimal assignment (scipy) of queries to GT spans, min(Q, G) pairs (§2.1, moment_detr/matcher.py).
 
     C_ij = cost_span * ||b_i - b_j||_1 (c, w) - cost_giou * gIoU(b_i, b_j) (s, e) - cost_class * p_i(fg),
     foreground = class 0; ``extra_costs[b]`` [Q, G_b] is added when given (e.g. RGTR's region cost).
@@ -74,8 +50,8 @@ def hungarian_match(
             out.append((empty, empty))
             continue
         cost = (
-            cost_span * torch.cdist(pred_spans[b].float(), tgt.float(), p=1)
-            - cost_giou * generalized_temporal_iou(span_cxw_to_xx(pred_spans[b]), span_cxw_to_xx(tgt))
+            cost_span * torch.cdist(pred_spans[b], tgt.to(pred_spans), p=1)
+            - cost_giou * generalized_temporal_iou(span_cxw_to_xx(pred_spans[b]), span_cxw_to_xx(tgt.to(pred_spans)))
             - cost_class * prob[b][:, None]
         )
         if extra_costs is not None:
@@ -115,16 +91,18 @@ def foreground_labels(pred_logits: torch.Tensor, indices: Indices) -> torch.Tens
 
 
 def foreground_loss(pred_logits: torch.Tensor, indices: Indices, eos_coef: float = 0.1) -> torch.Tensor:
-    """Weighted CE over {fg, bg} for all queries, class weights [1, eos_coef] (§2.2)."""
+    """L_label = 1/(B Q) sum_{b,q} w_y CE(logits_bq, y_bq), w = [1, eos_coef] (fg = 0, bg = 1): the plain mean of
+    the weighted CE over all queries (jayleicn/moment_detr:moment_detr/model.py:230-231), not sum w CE / sum w."""
     weight = torch.tensor([1.0, eos_coef], device=pred_logits.device, dtype=pred_logits.dtype)
     labels = foreground_labels(pred_logits, indices)
-    return F.cross_entropy(pred_logits.transpose(1, 2), labels, weight=weight)
+    return F.cross_entropy(pred_logits.transpose(1, 2), labels, weight=weight, reduction="none").mean()
 
 
 def saliency_hinge_loss(
     saliency: torch.Tensor, pos_idx: torch.Tensor, neg_idx: torch.Tensor, margin: float = 0.2
 ) -> torch.Tensor:
-    """Moment-DETR hinge: 2 * sum max(0, margin + s_neg - s_pos) / (B * P) over P pairs per sample (§2.2)."""
+    """Moment-DETR hinge (moment_detr/model.py:238-253): 2 sum max(0, margin + s_neg - s_pos) / (B P) over the P
+    (positive, negative) clip pairs of each sample (§2.2)."""
     s_pos = saliency.gather(1, pos_idx)
     s_neg = saliency.gather(1, neg_idx)
     return 2 * (margin + s_neg - s_pos).clamp(min=0).sum() / (pos_idx.shape[0] * pos_idx.shape[1])
@@ -137,27 +115,35 @@ def rank_contrastive_loss(
     mask: torch.Tensor,
     tau: float = 0.5,
     max_rank: int = 12,
+    eps: float = 1e-6,
 ) -> torch.Tensor:
-    """QD-DETR rank-contrastive loss (§2.2): for r = 1..max_rank-1, clips with label >= r are positives of an
-    InfoNCE (temperature ``tau``) over [clips under the true query; clips under the mismatched query], padding
-    at -1e3; samples without positives are skipped; the sum over r is divided by ``max_rank``."""
-    logits = torch.cat([saliency, saliency_mismatched], dim=1) / tau
-    full_mask = torch.cat([mask, mask], dim=1)
-    logits = logits.masked_fill(~full_mask, -1e3)
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    """QD-DETR rank-contrastive loss (wjun0830/QD-DETR:qd_detr/model.py:304-343).
+
+    Logits z = [s; s^-] / tau over the clips under the true query and under the mismatched one (padding at
+    -1e3 / tau), log p = z - max z - log(sum exp(z - max z) + eps). For r = 1..max_rank-1 with any positive in the
+    batch (clips with label >= r, true-query half only): L_r = -1/B sum_b 1[b has a positive] *
+    sum_i pos_bi log p_bi / (|pos_b| + eps), i.e. the mean over the whole batch with samples lacking a positive
+    at rank r counted as 0 (model.py:337-341). Returns sum_r L_r / max_rank.
+    """
+    valid = torch.cat([mask, mask], dim=1).to(saliency.dtype)
+    scores = torch.cat([saliency, saliency_mismatched], dim=1)
+    logits = (valid * scores + (1.0 - valid) * -1e3) / tau
+    logits = logits - logits.max(dim=1, keepdim=True).values
+    log_prob = logits - torch.log(logits.exp().sum(1, keepdim=True) + eps)
+    ranks = torch.cat([labels, torch.zeros_like(labels)], dim=1)
     total = saliency.new_zeros(())
     for r in range(1, max_rank):
-        pos = torch.cat([(labels >= r) & mask, torch.zeros_like(mask)], dim=1).float()
-        has_pos = pos.sum(1) > 0
-        if not has_pos.any():
+        positives = ranks >= r
+        if not positives.any():
             continue
-        per_sample = -(log_prob * pos).sum(1) / pos.sum(1).clamp(min=1)
-        total = total + per_sample[has_pos].mean()
+        mean_log_prob = (positives * log_prob * valid).sum(1) / (positives.sum(1) + eps)
+        total = total + (-mean_log_prob * positives.any(1)).mean()
     return total / max_rank
 
 
 def negative_pair_loss(saliency_mismatched: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """QD-DETR negative-pair term: sum over valid clips of -log(1 - sigma(s_neg)), averaged over the batch."""
+    """QD-DETR negative-pair term (qd_detr/model.py:302): 1/B sum_b sum_{valid i} -log(1 - sigma(s^-_bi)), computed
+    as -logsigmoid(-s^-), the same value without the overflow of log(1 - sigma) at large s^-."""
     per_clip = -F.logsigmoid(-saliency_mismatched) * mask
     return per_clip.sum(1).mean()
 
@@ -168,9 +154,8 @@ def iou_quality_loss(
     targets: Sequence[torch.Tensor],
     bins: Sequence[float] = (0.3, 0.7),
 ) -> torch.Tensor:
-    """BAM-DETR-style quality loss (spec §3.3): |q_hat - IoU| for all queries, IoU = max over GT of tIoU of
-    the detached prediction, averaged inside IoU bins (<= 0.3, (0.3, 0.7], > 0.7), then over non-empty
-    bins."""
+    """BAM-DETR-style quality loss (spec §3.3): |q_hat - IoU| for all queries, IoU = max over GT of tIoU of the
+    detached prediction, averaged inside each IoU bin (<= 0.3, (0.3, 0.7], > 0.7), then over the non-empty bins."""
     target = iou_targets(pred_spans, targets)
     err = (quality - target).abs()
     low, high = bins

@@ -29,26 +29,35 @@ def _round(value: float, digits: int | None) -> float:
     return float(100 * value) if digits is None else float(f"{100 * value:.{digits}f}")
 
 
-def temporal_iou_cross(spans1: np.ndarray, spans2: np.ndarray, parity_mode: bool = False) -> np.ndarray:
-    """IoU of every span in ``spans1`` [N, 2] with every span in ``spans2`` [M, 2]: inter / (l1 + l2 - inter).
+def temporal_iou(
+    spans1: torch.Tensor, spans2: torch.Tensor, parity_mode: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """IoU [N, M] of every (s, e) span in ``spans1`` [N, 2] with every one in ``spans2`` [M, 2], and the union.
 
-    ``parity_mode`` mirrors the official helper: union 0 gives NaN (§6.1 edge cases); otherwise it gives 0.
+    IoU = inter / (l1 + l2 - inter). ``parity_mode`` mirrors the official helper: union 0 gives NaN (§6.1 edge
+    cases); otherwise it gives 0. The one temporal IoU of the package: the metric calls it on float64 arrays, the
+    DETR losses and the matcher on tensors with gradients.
     """
-    left = np.maximum(spans1[:, None, 0], spans2[None, :, 0])
-    right = np.minimum(spans1[:, None, 1], spans2[None, :, 1])
-    inter = np.clip(right - left, 0, None)
+    left = torch.maximum(spans1[:, None, 0], spans2[None, :, 0])
+    right = torch.minimum(spans1[:, None, 1], spans2[None, :, 1])
+    inter = (right - left).clamp(min=0)
     union = (spans1[:, 1] - spans1[:, 0])[:, None] + (spans2[:, 1] - spans2[:, 0])[None, :] - inter
     if parity_mode:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return inter / union
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union != 0)
+        return inter / union, union
+    return torch.where(union != 0, inter / torch.where(union != 0, union, 1), 0), union
 
 
-def temporal_iou_paired(spans1: np.ndarray, spans2: np.ndarray) -> np.ndarray:
-    """Row-wise IoU as the official R1 helper computes it: inter / hull, and 0 where the hull is 0."""
-    inter = np.maximum(0, np.minimum(spans1[:, 1], spans2[:, 1]) - np.maximum(spans1[:, 0], spans2[:, 0]))
-    hull = np.maximum(spans1[:, 1], spans2[:, 1]) - np.minimum(spans1[:, 0], spans2[:, 0])
-    return np.divide(inter, hull, out=np.zeros_like(inter), where=hull != 0)
+def intersection_over_hull(spans1: torch.Tensor, spans2: torch.Tensor) -> torch.Tensor:
+    """Row-wise inter / hull [N] of two (s, e) span lists, 0 where the hull is 0: the official R1 helper's "IoU"
+    (jayleicn/moment_detr:standalone_eval/utils.py:15-31), equal to the IoU of overlapping spans and 0 otherwise."""
+    inter = (torch.minimum(spans1[:, 1], spans2[:, 1]) - torch.maximum(spans1[:, 0], spans2[:, 0])).clamp(min=0)
+    hull = torch.maximum(spans1[:, 1], spans2[:, 1]) - torch.minimum(spans1[:, 0], spans2[:, 0])
+    return torch.where(hull != 0, inter / torch.where(hull != 0, hull, 1), 0)
+
+
+def _iou_matrix(spans1: np.ndarray, spans2: np.ndarray, parity_mode: bool) -> np.ndarray:
+    """``temporal_iou`` of two float64 span arrays, as an array."""
+    return temporal_iou(torch.from_numpy(spans1), torch.from_numpy(spans2), parity_mode)[0].numpy()
 
 
 def _interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
@@ -76,7 +85,7 @@ def query_average_precision(
         return ap
     order = np.argsort(-pred_windows[:, 2], kind="stable")
     preds = pred_windows[order]
-    ious = temporal_iou_cross(preds[:, :2], gt_windows, parity_mode=parity_mode)
+    ious = _iou_matrix(np.ascontiguousarray(preds[:, :2]), gt_windows, parity_mode)
     n_pred, n_gt = len(preds), len(gt_windows)
     tp = np.zeros((len(thresholds), n_pred))
     fp = np.zeros((len(thresholds), n_pred))
@@ -156,9 +165,9 @@ def _moment_metrics(
         gts = gt_windows[d["qid"]]
         windows = np.asarray(d["pred_relevant_windows"], dtype=float).reshape(-1, 3)
         aps.append(query_average_precision(gts, windows[:max_pred_windows], parity_mode=parity_mode))
-        first = windows[:1, :2]
-        best = int(np.argmax(temporal_iou_cross(first, gts, parity_mode=parity_mode)[0]))
-        top1.append(temporal_iou_paired(first, gts[best : best + 1])[0])
+        first = np.ascontiguousarray(windows[:1, :2])
+        best = int(np.argmax(_iou_matrix(first, gts, parity_mode)[0]))
+        top1.append(float(intersection_over_hull(torch.from_numpy(first), torch.from_numpy(gts[best : best + 1]))[0]))
     return np.asarray(aps).reshape(-1, len(MR_IOU_THRESHOLDS)), np.asarray(top1)
 
 
@@ -242,10 +251,11 @@ def grounding_report(
     parity_mode: bool = False,
     digits: int | None = 2,
 ) -> dict[str, float]:
-    """Flat official brief keys: ``MR-full-{R1@0.5, R1@0.7, mAP, mAP@0.5, mAP@0.75}``,
-    ``MR-{short,middle,long}-mAP``, ``HL-min-{Fair,Good,VeryGood}-{mAP,Hit1}`` (HL only when every
-    prediction has ``pred_saliency_scores`` and every GT has ``saliency_scores``), plus ``MR-full-R1@0.3`` and
-    ``MR-full-mIoU``.
+    """Flat official brief keys plus ``MR-full-R1@0.3`` and ``MR-full-mIoU``.
+
+    Keys: ``MR-full-{R1@0.5, R1@0.7, mAP, mAP@0.5, mAP@0.75}``, ``MR-{short,middle,long}-mAP`` and
+    ``HL-min-{Fair,Good,VeryGood}-{mAP,Hit1}`` (HL only when every prediction has ``pred_saliency_scores`` and
+    every GT has ``saliency_scores``).
 
     Values are percentages rounded to ``digits`` as printed by the official script; ``parity_mode`` reproduces
     the official NaN-as-TP behaviour of zero-length windows (§6.1 edge cases), off by default.

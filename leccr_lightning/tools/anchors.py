@@ -1,7 +1,6 @@
-"""RGTR anchors: k-means of the training GT spans, saved as json beside the config (spec
-grounding_methods §3.2).
+"""``leccr anchors``: RGTR's k-means anchors of the training GT spans, saved as json (spec grounding_methods §3.2).
 
-``python -m leccr_lightning.tools.anchors TRAIN_FILE --k 10 --out anchors.json`` (Charades-STA also needs
+``leccr anchors TRAIN_FILE --k 10 --out anchors.json`` (Charades-STA's raw text format also needs
 ``--durations-file``); point ``model.init_args.anchors_file`` at the output.
 """
 
@@ -11,7 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from leccr_lightning.data.grounding import kmeans_spans, normalised_spans, read_annotations
+from leccr_lightning.data.grounding.anchors import kmeans_spans, normalised_spans
+from leccr_lightning.data.grounding.annotations import read_annotations
 
 
 def compute_anchors(
@@ -40,18 +40,20 @@ def compute_anchors(
     return out
 
 
-def main(args: list[str] | None = None) -> Path:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("train_file")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--format", default="auto")
-    parser.add_argument("--durations-file", default=None)
-    ns = parser.parse_args(args)
-    return compute_anchors(ns.train_file, ns.out, ns.k, ns.seed, ns.format, ns.durations_file)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="leccr anchors", description=__doc__.splitlines()[0])
+    parser.add_argument("train_file", help="training annotations (QVHighlights-style jsonl, Charades txt, TACoS json)")
+    parser.add_argument("--out", required=True, help="json file to write the anchors to")
+    parser.add_argument("--k", type=int, default=10, help="number of anchors (RGTR's num_queries)")
+    parser.add_argument("--seed", type=int, default=0, help="k-means seed")
+    parser.add_argument("--format", default="auto", help="annotation format: auto, qvhighlights, charades_sta, tacos")
+    parser.add_argument("--durations-file", default=None, help="Charades_v1_*.csv or charades.json (Charades txt)")
+    return parser
 
 
-if __name__ == "__main__":
-    main()
+def anchors_main(argv: list[str]) -> Path:
+    """Parse ``argv``, write the anchors; prints and returns the json path."""
+    ns = build_parser().parse_args(argv)
+    path = compute_anchors(ns.train_file, ns.out, ns.k, ns.seed, ns.format, ns.durations_file)
+    print(f"wrote {path}")
+    return path

@@ -129,7 +129,7 @@ def write_for_experiment(config: str | Path, root: str | Path | None = None, **o
     further ``SynthConfig`` fields. Returns the collection folder."""
     task, root, implied = collection_for_experiment(config, root)
     if task == "grounding":
-        from leccr_lightning.data.grounding_synthetic import write_grounding_collection
+        from leccr_lightning.data.grounding.synthetic import write_grounding_collection
 
         if (root / "annotations").is_dir():
             return root
@@ -174,7 +174,7 @@ def synth_main(argv: list[str]) -> str:
     if cfg.out is None:
         raise ValueError("leccr synth needs --out (where to write) or --config (an experiment to write data for)")
     if cfg.task == "grounding":
-        from leccr_lightning.data.grounding_synthetic import write_grounding_collection
+        from leccr_lightning.data.grounding.synthetic import write_grounding_collection
 
         folder = write_grounding_collection(cfg.out, seed=cfg.seed)
     else:

@@ -118,7 +118,7 @@ def test_one_and_two_ddp_processes_give_identical_metrics(trained):
 
 
 def test_missing_collection_error_says_how_to_make_one(tmp_path):
-    with pytest.raises(Exception, match=r"nowhere/synthetic does not exist \(run `leccr synth") as info:
+    with pytest.raises(Exception, match=r"nowhere/synthetic does not exist \(`leccr synth --config") as info:
         lightning_main(["fit", *run_args(tmp_path / "nowhere", tmp_path / "run")])
     assert isinstance(info.value, FileNotFoundError | ValueError)
 

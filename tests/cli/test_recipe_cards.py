@@ -68,3 +68,9 @@ def test_recipe_is_a_short_delta_on_its_preset(card, recipe: Path) -> None:
     assert len(lines) <= MAX_RECIPE_LINES, (
         f"{recipe} has {len(lines)} config lines (a recipe changes only what the paper changes)"
     )
+
+
+def test_every_method_folder_has_a_recipe_card() -> None:
+    carded = {card.METHOD for card in card_modules()}
+    folders = {path.name for path in EXPERIMENTS.iterdir() if path.is_dir()}
+    assert folders <= carded, f"method folders without a recipe card: {sorted(folders - carded)}"

@@ -52,7 +52,7 @@ def test_report_of_hand_written_runs(tmp_path, capsys):
         write_run(runs / f"dcot{seed}", config, {"t2v_r1": r1, "sumr": 200 + r1})
     grounding = {
         "seed_everything": 3,
-        "model": {"class_path": "leccr_lightning.methods.moment_detr.MomentDETR"},
+        "model": {"class_path": "leccr_lightning.methods.grounding.moment_detr.MomentDETR"},
         "data": {"class_path": "leccr_lightning.data.grounding.GroundingDataModule", "init_args": {"root": "/d/qvh"}},
     }
     write_run(runs / "grounding", grounding, {"MR-full-R1@0.3": 50.0, "MR-full-R1@0.5": 30.0, "MR-full-R1@0.7": 10.0})
@@ -99,7 +99,7 @@ def test_report_errors_name_the_folder(tmp_path):
 def tiny_runs(synthetic_root, tmp_path_factory) -> Path:
     """Baseline and DCOT, seeds 0 and 1, 2 epochs on the 40%-noisy collection, with ranks and confidences; one
     Moment-DETR run on the synthetic grounding collection."""
-    from leccr_lightning.data.grounding_synthetic import write_grounding_collection
+    from leccr_lightning.data.grounding.synthetic import write_grounding_collection
 
     runs = tmp_path_factory.mktemp("report_runs")
     writers = [

@@ -88,8 +88,8 @@ class VideoTextDataModule(RetrievalDataModule):
         self.collection_dir = self.root / collection
         if not self.collection_dir.is_dir():
             raise FileNotFoundError(
-                f"collection folder {self.collection_dir} does not exist (run `leccr synth --layout {collection} "
-                f"--out {root}` for a synthetic one, or set data.init_args.root / collection)"
+                f"collection folder {self.collection_dir} does not exist (`leccr synth --config <experiment>.yaml` "
+                "writes the synthetic collection of a tiny experiment; otherwise set data.init_args.root / collection)"
             )
         self.roles = list(roles or ["source"])
         unknown = [r for r in self.roles if r not in TRAIN_ROLES]

@@ -10,19 +10,22 @@ import pytest
 import torch
 
 from leccr_lightning.data.errors import DataFormatError
-from leccr_lightning.data.grounding import (
-    GroundingDataModule,
+from leccr_lightning.data.grounding.anchors import kmeans_spans, normalised_spans
+from leccr_lightning.data.grounding.annotations import (
     GroundingRecord,
-    clip_saliency,
-    kmeans_spans,
-    normalised_spans,
     read_annotations,
     read_charades_sta,
     read_qvhighlights,
     read_tacos,
-    sample_saliency_pairs,
 )
-from leccr_lightning.data.grounding_synthetic import write_grounding_collection
+from leccr_lightning.data.grounding.datamodule import GroundingDataModule
+from leccr_lightning.data.grounding.saliency import (
+    NO_HARD_PAIR,
+    draw_saliency_pairs,
+    draw_training_targets,
+    saliency_labels,
+)
+from leccr_lightning.data.grounding.synthetic import write_grounding_collection
 from leccr_lightning.tools.anchors import compute_anchors
 
 
@@ -68,17 +71,27 @@ def test_datamodule_batch_invariants(collection: Path) -> None:
         n = int(mask[b].sum())
         assert n == records[pos].duration / 2
         assert not mask[b, n:].any() and visual[b, n:].abs().sum() == 0
-        t = torch.arange(n, dtype=torch.float32)
-        assert torch.allclose(visual[b, :n, -2:], torch.stack([t / n, (t + 1) / n], 1))
+        t = torch.arange(n, dtype=torch.float32) / n
+        assert torch.equal(visual[b, :n, -2:], torch.stack([t, t + 1.0 / n], 1))  # TEF as upstream sums it
         assert torch.allclose(visual[b, :n, :12].norm(dim=-1), torch.ones(n), atol=1e-3)
         assert torch.allclose(visual[b, :n, 12:20].norm(dim=-1), torch.ones(n), atol=1e-3)
         spans = batch["spans"][b]
         assert (spans >= 0).all() and (spans <= 1).all() and (spans[:, 1] > 0).all()
         xx = torch.stack([spans[:, 0] - spans[:, 1] / 2, spans[:, 0] + spans[:, 1] / 2], 1) * records[pos].duration
         assert torch.allclose(xx.double(), torch.from_numpy(records[pos].windows), atol=1e-4)
-        inside = batch["saliency"][b, batch["saliency_pos"][b]]
-        assert (inside > 0).all()
-        assert batch["saliency"][b, batch["saliency_neg"][b, 1]] == 0
+        clip_ids = records[pos].relevant_clip_ids
+        assert torch.equal(batch["relevant"][b, :n], torch.isin(torch.arange(n), torch.tensor(clip_ids)))
+        assert not batch["relevant"][b, n:].any() and (batch["saliency"][b, n:] == 0).all()
+        summed = records[pos].saliency_scores.sum(1)
+        assert torch.equal(batch["saliency"][b, clip_ids], torch.tensor(summed, dtype=torch.float32))
+        hard_pos, hard_neg = batch["hard_pairs"][b].tolist()
+        assert summed[clip_ids.index(hard_pos)] == summed.max() and summed[clip_ids.index(hard_neg)] == summed.min()
+    drawn = draw_training_targets(batch, seed=0, epoch=3, max_windows=5)
+    for b in range(len(batch["index"])):
+        relevant = batch["relevant"][b]
+        assert relevant[drawn["saliency_pos"][b]].all() and relevant[drawn["saliency_neg"][b, 0]]
+        assert not relevant[drawn["saliency_neg"][b, 1]]  # the easy negative lies outside relevant_clip_ids
+        assert drawn["saliency_pos"][b, 0] == batch["hard_pairs"][b, 0]
 
 
 def test_training_keeps_at_most_max_windows(collection: Path, tmp_path: Path) -> None:
@@ -94,7 +107,12 @@ def test_training_keeps_at_most_max_windows(collection: Path, tmp_path: Path) ->
     with pytest.raises(DataFormatError, match="qid 9999"):
         dm.dataset("fit")[0]
     np.savez(collection / "features/text/qid9999.npz", last_hidden_state=np.ones((3, 16), np.float32))
-    assert len(dm.dataset("fit")[0]["spans"]) == 5
+    item = dm.dataset("fit")[0]
+    assert len(item["spans"]) == 7  # items keep every window; training draws the subset
+    batch = dm.train_dataloader().collate_fn([item])
+    kept = [draw_training_targets(batch, seed=1, epoch=e, max_windows=5)["spans"][0] for e in (0, 0, 1)]
+    assert all(len(k) == 5 for k in kept) and torch.equal(kept[0], kept[1]) and not torch.equal(kept[0], kept[2])
+    assert all(any(torch.equal(row, w) for w in item["spans"]) for row in kept[2])
 
 
 def test_bad_input_errors_name_file_and_query(tmp_path: Path, collection: Path) -> None:
@@ -141,18 +159,42 @@ def test_tacos_frames_to_seconds(tmp_path: Path) -> None:
     assert records[0].duration == pytest.approx(100.0)
 
 
-def test_saliency_sampler_and_degenerate_cases() -> None:
-    rec = GroundingRecord(1, "q", "v", 20.0, np.array([[4.0, 10.0]]))
-    sal = clip_saliency(rec, 10, 2.0)
-    assert sal.tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(10):
-        pos, neg = sample_saliency_pairs(sal, gen)
-        assert all(sal[p] > 0 for p in pos) and sal[neg[1]] == 0
-    pos, neg = sample_saliency_pairs(np.ones(4, np.float32), gen)
-    assert len(pos) == len(neg) == 2
-    pos, neg = sample_saliency_pairs(np.zeros(4, np.float32), gen)
-    assert len(pos) == len(neg) == 2
+def test_window_labels_and_sampler(tmp_path: Path) -> None:
+    rec = GroundingRecord(1, "q", "v", 20.0, np.array([[4.0, 10.5]]))
+    labels = saliency_labels(rec, 10, 2.0)  # clips int(4/2)=2 .. min(int(10.5/2), 10) - 1 = 4 (upstream rule)
+    assert labels.labels.tolist() == [0, 0, 1, 1, 1, 0, 0, 0, 0, 0] and labels.relevant.sum() == 3
+    assert labels.hard_pos == labels.hard_neg == NO_HARD_PAIR
+    rng = np.random.default_rng(0)
+    draws = [draw_saliency_pairs(labels.relevant, NO_HARD_PAIR, NO_HARD_PAIR, rng) for _ in range(200)]
+    assert all(p[0] != p[1] and n[0] != n[1] for p, n in draws)  # distinct, as random.sample(k=2)
+    assert {c for p, _ in draws for c in p} == {2, 3, 4}
+    assert {c for _, n in draws for c in n} == {0, 1, 5, 6, 7, 8, 9}
+    one_clip = saliency_labels(GroundingRecord(2, "q", "v", 20.0, np.array([[4.0, 5.0]])), 10, 2.0)
+    # upstream: st = int(4 / 2) = 2 > ed = int(5 / 2) - 1 = 1, so st = ed = 1 (start_end_dataset.py:125-128)
+    assert one_clip.relevant.nonzero()[0].tolist() == [1]
+    assert draw_saliency_pairs(one_clip.relevant, NO_HARD_PAIR, NO_HARD_PAIR, rng)[0] == [1, 1]
+    everything = np.ones(4, dtype=bool)
+    pos, neg = draw_saliency_pairs(everything, NO_HARD_PAIR, NO_HARD_PAIR, rng)
+    assert pos == neg and len(set(pos)) == 2  # no outside clip: a constant hinge, no crash
+    assert draw_saliency_pairs(np.zeros(4, dtype=bool), NO_HARD_PAIR, NO_HARD_PAIR, rng) == ([0, 0], [0, 0])
+
+
+def test_qvhighlights_labels_ties_and_membership() -> None:
+    scores = np.array([[1, 1, 1], [4, 4, 4], [0, 0, 0], [4, 4, 4], [0, 0, 0]])  # ties at the max and at the min
+    rec = GroundingRecord(3, "q", "v", 20.0, np.array([[2.0, 12.0]]), [1, 2, 3, 4, 5], scores)
+    labels = saliency_labels(rec, 10, 2.0)
+    assert labels.relevant.nonzero()[0].tolist() == [1, 2, 3, 4, 5]  # clips 3 and 5 score 0 but are relevant
+    assert labels.labels.tolist() == [0, 3, 12, 0, 12, 0, 0, 0, 0, 0]
+    assert (labels.hard_pos, labels.hard_neg) == (4, 3)  # the last of the highest, the first of the lowest
+    rng = np.random.default_rng(0)
+    draws = [draw_saliency_pairs(labels.relevant, labels.hard_pos, labels.hard_neg, rng) for _ in range(200)]
+    assert all(p[0] == 4 and n[0] == 3 for p, n in draws)
+    assert {p[1] for p, _ in draws} == {1, 2, 3, 4, 5} and {n[1] for _, n in draws} == {0, 6, 7, 8, 9}
+    short = saliency_labels(rec, 4, 2.0)  # features a row short: clip 4 and 5 have no row
+    assert short.relevant.tolist() == [False, True, True, True] and short.hard_pos == 3 and short.hard_neg == 3
+    full = GroundingRecord(4, "q", "v", 8.0, np.array([[0.0, 8.0]]), [0, 1, 2, 3], scores[:4])
+    pos, neg = draw_saliency_pairs(saliency_labels(full, 4, 2.0).relevant, 3, 2, rng)
+    assert pos == [3, 3] and neg == [2, 2]  # no clip outside: the hard pair twice (start_end_dataset.py:146-148)
 
 
 def test_kmeans_anchors_deterministic(collection: Path, tmp_path: Path) -> None:
@@ -163,7 +205,7 @@ def test_kmeans_anchors_deterministic(collection: Path, tmp_path: Path) -> None:
     path = compute_anchors(collection / "annotations/highlight_train_release.jsonl", tmp_path / "a.json", k=4)
     saved = json.loads(path.read_text())
     assert saved["k"] == 4 and np.allclose(saved["anchors"], kmeans_spans(spans, 4, seed=0))
-    with pytest.raises(ValueError, match="at least k=10"):
+    with pytest.raises(ValueError, match="at least k=10 distinct"):
         kmeans_spans(spans[:3], 10)
 
 
@@ -200,3 +242,8 @@ def test_query_options_are_checked(collection: Path) -> None:
         GroundingDataModule(root=str(collection), test_file="annotations/x.jsonl", tokenizer="train")
     with pytest.raises(OSError, match="neither a local directory"):
         _ = _datamodule(collection, tokenizer=str(collection / "no_such_tokenizer")).vocab_size
+
+
+def test_missing_grounding_folder_error_says_how_to_make_one(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"nowhere does not exist \(`leccr synth --config"):
+        GroundingDataModule(root=str(tmp_path / "nowhere"), train_file="train.jsonl")

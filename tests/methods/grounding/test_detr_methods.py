@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -14,23 +15,23 @@ import torch
 import yaml
 
 from leccr_lightning.callbacks.grounding_writer import GroundingPredictionWriter
-from leccr_lightning.data.grounding import GroundingDataModule
-from leccr_lightning.data.grounding_synthetic import write_grounding_collection
-from leccr_lightning.methods.cdnet import CDNet
-from leccr_lightning.methods.grounding_base import GroundingDETRBase, postprocess_windows, temporal_nms
-from leccr_lightning.methods.moment_detr import MomentDETR
-from leccr_lightning.methods.qd_detr import QDDETR
-from leccr_lightning.methods.rgtr import RGTR
+from leccr_lightning.data.grounding.datamodule import GroundingDataModule
+from leccr_lightning.data.grounding.synthetic import write_grounding_collection
+from leccr_lightning.methods.grounding.base import postprocess_windows, temporal_nms
+from leccr_lightning.methods.grounding.cdnet import CDNet
+from leccr_lightning.methods.grounding.moment_detr import MomentDETR
+from leccr_lightning.methods.grounding.qd_detr import QDDETR
+from leccr_lightning.methods.grounding.rgtr import RGTR
 from leccr_lightning.metrics.grounding import grounding_report
-from tests.helpers import EXPERIMENTS
+from tests.helpers import EXPERIMENTS, resolved_config
 
 TINY = {
     "hidden_dim": 32,
     "nheads": 4,
     "dim_feedforward": 64,
     "input_dropout": 0.1,
-    "lr": 3e-3,
-    "lr_drop": 1000,
+    "optimizer": partial(torch.optim.AdamW, lr=3e-3, weight_decay=1e-4),
+    "scheduler": partial(torch.optim.lr_scheduler.StepLR, step_size=1000, gamma=0.1),
 }
 
 
@@ -47,6 +48,19 @@ def test_postprocess_and_nms() -> None:
     windows = [[0.0, 10.0, 0.9], [1.0, 10.0, 0.8], [20.0, 30.0, 0.7]]
     kept = temporal_nms(windows, 0.5)
     assert kept == [windows[0], windows[2]] and all(k in windows for k in kept)
+
+
+def test_saliency_fp16_rounds_the_scored_saliency() -> None:
+    """``saliency_fp16`` reproduces the official float16 rounding of the written saliency (inference.py:105)."""
+    torch.manual_seed(0)
+    outputs = {"logits": torch.randn(2, 1, 3, 2), "spans": torch.rand(2, 1, 3, 2), "saliency": torch.randn(1, 4) * 3}
+    batch = {"visual_mask": torch.ones(1, 4, dtype=torch.bool), "duration": torch.tensor([8.0], dtype=torch.float64)}
+    sizes = {"visual_dim": 10, "text_dim": 6, "hidden_dim": 16, "nheads": 2, "dim_feedforward": 32}
+    (rounded,) = MomentDETR(**sizes, saliency_fp16=True).predictions(batch, outputs)
+    (exact,) = MomentDETR(**sizes).predictions(batch, outputs)
+    assert torch.equal(rounded["saliency"], outputs["saliency"][0].half().double())
+    assert torch.equal(exact["saliency"], outputs["saliency"][0].double())
+    assert not torch.equal(rounded["saliency"], exact["saliency"])
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +95,7 @@ def _trainer(root: Path, epochs: int) -> L.Trainer:
     )
 
 
-def _shuffled_queries(model: GroundingDETRBase, monkeypatch: pytest.MonkeyPatch) -> None:
+def _shuffled_queries(model: L.LightningModule, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``model`` see every video with its batch neighbour's query (a query-dependence probe)."""
     forward = model.forward
 
@@ -137,7 +151,7 @@ def test_cli_fit_test_then_predict_writer(synthetic: Path, tmp_path: Path, monke
     monkeypatch.setattr(sys, "argv", ["leccr"])
     common = [
         "--config",
-        "configs/experiments/moment_detr/tiny.yaml",
+        str(EXPERIMENTS / "moment_detr" / "tiny.yaml"),
         "--data.init_args.root",
         str(synthetic),
         "--trainer.default_root_dir",
@@ -177,12 +191,17 @@ def test_cli_fit_test_then_predict_writer(synthetic: Path, tmp_path: Path, monke
 @pytest.mark.parametrize("method", [MomentDETR, QDDETR, RGTR, CDNet])
 def test_every_constructor_argument_is_recorded(method) -> None:
     model = method(visual_dim=10, text_dim=6, hidden_dim=16, nheads=2, dim_feedforward=32, eos_coef=0.2)
-    names = set(inspect.signature(GroundingDETRBase.__init__).parameters) | set(
-        inspect.signature(method.__init__).parameters
-    )
-    names -= {"self", "base_kwargs"}
+    names = {
+        name
+        for cls in method.__mro__
+        if "__init__" in vars(cls) and cls.__module__.startswith("leccr_lightning.methods.grounding")
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if parameter.kind is not inspect.Parameter.VAR_KEYWORD
+    }
+    names -= {"self", "optimizer", "scheduler"}  # factories, kept out of the hyper-parameters
     assert set(model.hparams) == names
-    assert model.hparams.eos_coef == 0.2 and model.eos_coef == 0.2 and model.hparams.lr == 1e-4
+    assert model.hparams.eos_coef == 0.2 and model.criterion.eos_coef == 0.2 and model.hparams.no_decay_keys == ()
+    assert model.hparams.gradient_clip_norm == 0.1
     assert model.hparams.visual_dim == 10 and model.hparams.nheads == 2
     rebuilt = method(**model.hparams)
     rebuilt.load_state_dict(model.state_dict())
@@ -203,20 +222,26 @@ def test_grounding_recipes_exist() -> None:
             assert f"{method}/{recipe}.yaml" in GROUNDING_CONFIGS
 
 
-@pytest.mark.parametrize("config", GROUNDING_CONFIGS)
-def test_print_config_lists_base_arguments(config: str, capsys: pytest.CaptureFixture) -> None:
-    from leccr_lightning.cli import lightning_main
+def _holds(resolved, written) -> bool:
+    """Every value ``written`` in a config is in the ``resolved`` one (nested dicts compared key by key)."""
+    if isinstance(written, dict):
+        return isinstance(resolved, dict) and all(k in resolved and _holds(resolved[k], v) for k, v in written.items())
+    return resolved == written
 
-    with pytest.raises(SystemExit):
-        args = ["fit", "--config", str(EXPERIMENTS / config), "--model.init_args.label_loss_coef", "3.5"]
-        lightning_main([*args, "--print_config"])
-    printed = yaml.safe_load(capsys.readouterr().out)
-    init_args = printed["model"]["init_args"]
-    written = yaml.safe_load((EXPERIMENTS / config).read_text())["model"]["init_args"]
+
+@pytest.mark.parametrize("config", GROUNDING_CONFIGS)
+def test_print_config_lists_base_arguments(config: str) -> None:
+    """Every grounding config resolves with base and method arguments alike overridable; a config that writes the
+    model inline (the tiny ones; the recipes name a preset and are checked by their recipe cards) keeps its
+    values."""
+    resolved = resolved_config(EXPERIMENTS / config, "--model.init_args.label_loss_coef", "3.5")
+    init_args = resolved["model"]["init_args"]
     assert init_args["label_loss_coef"] == 3.5
-    assert all(init_args[name] == value for name, value in written.items())  # base and method arguments alike
-    for name in ("span_loss_coef", "lr_drop", "max_ts", "text_model", "text_dim", "num_queries", "dec_layers"):
+    for name in ("span_loss_coef", "scheduler", "max_ts", "text_model", "text_dim", "num_queries", "dec_layers"):
         assert name in init_args, name
+    written = yaml.safe_load((EXPERIMENTS / config).read_text())["model"]
+    if isinstance(written, dict):
+        assert _holds(init_args, written["init_args"])
 
 
 def _token_batch(vocab: int = 30) -> dict:
@@ -228,6 +253,7 @@ def _token_batch(vocab: int = 30) -> dict:
         "tokens": {"input_ids": torch.randint(1, vocab, (3, 4), generator=gen) * mask, "attention_mask": mask},
         "spans": [torch.tensor([[0.5, 0.2]]), torch.tensor([[0.3, 0.2]]), torch.tensor([[0.6, 0.4]])],
         "saliency": torch.tensor([[0.0, 2, 3, 0, 0], [1, 1, 0, 0, 0], [0, 0, 4, 4, 0]]),
+        "relevant": torch.tensor([[0, 1, 1, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 1, 0]], dtype=torch.bool),
         "saliency_pos": torch.tensor([[2, 1], [0, 1], [2, 3]]),
         "saliency_neg": torch.tensor([[3, 0], [1, 2], [2, 0]]),
         "qid": [0, 1, 2],
@@ -265,19 +291,47 @@ def test_text_encoder_token_states_replace_text_features(method) -> None:
         method(visual_dim=10, text_model="tiny")
 
 
+def test_rgtr_region_prior_and_scores() -> None:
+    """``region_prior_only`` builds no static-anchor MLP and feeds the anchors to the matching cost only; the score
+    modes fuse p_fg and q_hat as documented; bad choices fail at construction."""
+    torch.manual_seed(0)
+    sizes = {"visual_dim": 10, "hidden_dim": 16, "nheads": 2, "dim_feedforward": 32, "num_queries": 4}
+    batch = _token_batch() | {"text": torch.randn(3, 4, 6), "text_mask": torch.ones(3, 4, dtype=torch.bool)}
+    prior = {"anchor_init": "uniform_grid", "static_anchor_mode": "region_prior_only", "region_cost": 1.0}
+    model = RGTR(text_dim=6, **prior, **sizes)
+    assert not hasattr(model, "static_proj")
+    costs = model.extra_match_costs(batch["spans"])
+    assert [c.shape for c in costs] == [(4, 1)] * 3 and set(torch.cat(costs).unique().tolist()) <= {0.0, 1.0}
+    model.train()
+    losses = model.compute_losses(batch, model(batch))
+    assert torch.isfinite(losses["loss"]) and {"iou", "iou_aux0", "saliency_rank", "saliency_neg"} <= set(losses)
+    model.eval()
+    with torch.no_grad():
+        outputs = model(batch)
+    p_fg, quality = outputs["logits"][-1].softmax(-1)[..., 0], outputs["quality"][-1]
+    for mode, expected in (("cls", p_fg), ("iou", quality), ("product", p_fg * quality)):
+        model.hparams.score_mode = mode
+        assert torch.allclose(model.scores(outputs), expected)
+    model.hparams.score_mode = "geometric"
+    assert torch.allclose(model.scores(outputs), p_fg.sqrt() * quality.sqrt())
+    for bad in ({"score_mode": "sum"}, {"anchor_init": "random"}, {"static_anchor_mode": "both"}):
+        with pytest.raises(ValueError, match="must be one of"):
+            RGTR(text_dim=6, **sizes, **bad)
+
+
 @pytest.mark.slow
 def test_text_encoder_config_learns_from_raw_queries(synthetic: Path, tmp_path: Path) -> None:
     from leccr_lightning.cli import lightning_main
 
     def run(subcommand: str, out: Path, *extra: str) -> dict[str, float]:
-        args = [subcommand, "--config", "configs/experiments/moment_detr/tiny_text_encoder.yaml"]
+        args = [subcommand, "--config", str(EXPERIMENTS / "moment_detr" / "tiny_text_encoder.yaml")]
         args += ["--data.init_args.root", str(synthetic), "--trainer.default_root_dir", str(out)]
         cli = lightning_main([*args, "--trainer.logger.init_args.save_dir", str(out), *extra])
         assert cli.model.text_encoder is not None and cli.datamodule.text is None
         return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
 
     before = run("test", tmp_path / "before")
-    schedule = ["--trainer.max_epochs", "15", "--trainer.check_val_every_n_epoch", "15"]  # best = last epoch
+    schedule = ["--trainer.max_epochs", "25", "--trainer.check_val_every_n_epoch", "25"]  # best = last epoch
     after = run("fit", tmp_path / "after", *schedule, "--test_after_fit", "true")
     assert after["test/MR-full-mAP"] > before["test/MR-full-mAP"] + 10
     assert after["test/MR-full-R1@0.5"] > before["test/MR-full-R1@0.5"] + 10

@@ -15,10 +15,10 @@ from leccr_lightning.metrics.grounding import (
     GroundingMetric,
     binary_average_precision,
     grounding_report,
+    intersection_over_hull,
     moment_retrieval_report,
     query_average_precision,
-    temporal_iou_cross,
-    temporal_iou_paired,
+    temporal_iou,
 )
 
 
@@ -42,14 +42,14 @@ def test_official_sample_parity(shared_data: Path) -> None:
 
 
 def test_iou_helpers_agree_and_handle_zero_length() -> None:
-    a = np.array([[0.0, 10.0], [5.0, 6.0], [3.0, 3.0]])
-    b = np.array([[5.0, 15.0], [20.0, 30.0], [3.0, 3.0]])
-    cross = temporal_iou_cross(a, b)
+    a = torch.tensor([[0.0, 10.0], [5.0, 6.0], [3.0, 3.0]], dtype=torch.float64)
+    b = torch.tensor([[5.0, 15.0], [20.0, 30.0], [3.0, 3.0]], dtype=torch.float64)
+    cross, _ = temporal_iou(a, b)
     assert cross[0, 0] == pytest.approx(5 / 15)
     assert cross[0, 1] == 0.0
-    assert np.allclose(np.diag(cross), temporal_iou_paired(a, b))
+    assert torch.allclose(torch.diag(cross), intersection_over_hull(a, b))
     assert cross[2, 2] == 0.0
-    assert np.isnan(temporal_iou_cross(a, b, parity_mode=True)[2, 2])
+    assert torch.isnan(temporal_iou(a, b, parity_mode=True)[0][2, 2])
 
 
 def _gt(qid: int, windows: list[list[float]]) -> dict:

@@ -1,38 +1,43 @@
-"""Shared LightningModule machinery of the grounding family (spec grounding_methods §2, §9).
+"""Shared machinery of the grounding family (spec grounding_methods §2, §9), on ``MethodBase``.
 
 The base owns the input side: the video and query projections (§1.1) and, with ``text_model``, a Hugging Face
 text encoder whose token states replace the precomputed query features (``project_inputs``). A subclass takes
 ``**base_kwargs``, passes them to ``super().__init__`` (LightningCLI resolves them, so every argument stays
 configurable from YAML), builds its network and implements ``forward(batch) -> outputs`` with ``logits``
 [L, B, Q, 2] and ``spans`` [L, B, Q, 2] (normalised (c, w), one entry per decoder layer, the last is the
-prediction) and ``saliency`` [B, T]; it may add loss terms (``extra_losses``) and change the ranking score
-(``scores``). This base does the set criterion (Hungarian matching per layer; span L1, gIoU, foreground CE;
-saliency hinge), the AdamW + StepLR optimiser, the official post-processing and the evaluation loop, which
-gathers predictions over ranks in a ``GroundingMetric`` and logs the official keys as ``val/...`` and
+prediction) and ``saliency`` [B, T]; it may add loss terms (``extra_losses``, weighted by ``loss_weights``), add a
+matching cost (``extra_match_costs``) and change the ranking score (``scores``). The loss is the Moment-DETR set
+criterion (``losses.set_criterion.SetCriterion``); optimiser, schedule, gradient clipping and RNG checkpoint state
+come from ``MethodBase`` with the Moment-DETR defaults (AdamW lr 1e-4, weight decay 1e-4 on every parameter;
+StepLR 400 epochs x 0.1; clip 0.1). The base also does the official post-processing and the evaluation loop: it
+gathers the predictions of every rank in a ``GroundingMetric`` and logs the official keys as ``val/...`` and
 ``test/...``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-import lightning as L
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
-from leccr_lightning.losses.spans import (
-    Indices,
-    foreground_loss,
-    hungarian_match,
-    negative_pair_loss,
-    rank_contrastive_loss,
-    saliency_hinge_loss,
-    span_cxw_to_xx,
-    span_giou_loss,
-    span_l1_loss,
-)
+from leccr_lightning.data.grounding.spans import span_cxw_to_xx
+from leccr_lightning.losses.set_criterion import SetCriterion, weighted_total
+from leccr_lightning.methods.base import MethodBase
 from leccr_lightning.metrics.grounding import GroundingMetric
 from leccr_lightning.modules.detr import input_projection
 from leccr_lightning.modules.text_encoders import HFTextEncoder
+
+
+def detr_adamw(params: Iterable) -> torch.optim.Optimizer:
+    """The Moment-DETR / QD-DETR optimiser: AdamW(lr 1e-4, weight decay 1e-4) (moment_detr/inference.py:201-202)."""
+    return torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-4)
+
+
+def detr_step_lr(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """The Moment-DETR / QD-DETR schedule: x0.1 every 400 epochs (``lr_drop``, moment_detr/inference.py:203)."""
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=400, gamma=0.1)
 
 
 def temporal_nms(windows: list[list[float]], threshold: float) -> list[list[float]]:
@@ -75,30 +80,21 @@ def postprocess_windows(
     return rows
 
 
-def qd_saliency_terms(
-    batch: dict[str, Any], saliency: torch.Tensor, saliency_mismatched: torch.Tensor, tau: float = 0.5
-) -> dict[str, torch.Tensor]:
-    """QD-DETR's extra saliency terms (§2.2): rank-contrastive over the per-clip labels (summed annotator
-    scores, or 1 inside the window) against the mismatched-query pass, and the negative-pair term."""
-    mask = batch["visual_mask"]
-    return {
-        "saliency_rank": rank_contrastive_loss(saliency, saliency_mismatched, batch["saliency"], mask, tau),
-        "saliency_neg": negative_pair_loss(saliency_mismatched, mask),
-    }
+class GroundingDETRBase(MethodBase):
+    """Input projections, set criterion, post-processing and official evaluation for DETR-style grounding methods.
 
-
-class GroundingDETRBase(L.LightningModule):
-    """Input projections, set criterion, optimiser, post-processing and official evaluation for DETR-style
-    grounding methods.
-
-    Inputs: ``visual_dim`` (clip feature width, linked from the DataModule), ``hidden_dim``, ``n_input_proj``
-    and ``input_dropout`` (§1.1). Queries come either as precomputed token features of width ``text_dim``
+    Inputs: ``visual_dim`` (clip feature width, linked from the DataModule), ``hidden_dim``, ``n_input_proj`` and
+    ``input_dropout`` (§1.1). Queries come either as precomputed token features of width ``text_dim``
     (``batch["text"]``), or, with ``text_model`` (``"tiny"``: a random-init BERT of ``text_hidden`` /
     ``text_layers`` / ``text_heads`` over ``vocab_size`` tokens, linked from the DataModule; or a local Hugging
     Face directory), as the encoder's token states over ``batch["tokens"]``; ``trainable_layers`` limits
-    fine-tuning to those encoder layers (``None``: all). Loss weights and matching costs default to
-    Moment-DETR / QD-DETR (§2.1-2.2); the optimiser to the QVHighlights recipe (§2.4); post-processing to
-    QVHighlights (clamp 150 s, 2-s rounding, no NMS).
+    fine-tuning to those encoder layers (``None``: all). Loss weights and matching costs default to Moment-DETR /
+    QD-DETR (§2.1-2.2, ``SetCriterion``); optimisation to the QVHighlights recipe (§2.4): ``optimizer`` AdamW(1e-4,
+    weight decay 1e-4), ``scheduler`` StepLR(400, 0.1), ``no_decay_keys=()`` (the official code decays every
+    parameter), ``gradient_clip_norm=0.1``; post-processing to QVHighlights (clamp 150 s, 2-s rounding, no NMS).
+    ``saliency_fp16`` rounds the predicted saliency to float16 before it is scored or written, as the official
+    inference does (moment_detr/inference.py:105, qd_detr/inference.py:196; the rounding creates ties that move
+    the highlight metrics slightly); off by default, on in the paper recipes.
     """
 
     def __init__(
@@ -124,16 +120,19 @@ class GroundingDETRBase(L.LightningModule):
         set_cost_giou: float = 1.0,
         set_cost_class: float = 4.0,
         aux_loss: bool = True,
-        lr: float = 1e-4,
-        weight_decay: float = 1e-4,
-        lr_drop: int = 400,
         max_ts: float | None = 150.0,
         pp_clip_len: float = 2.0,
         nms_threshold: float = -1.0,
         metric_clip_len: float = 2.0,
+        saliency_fp16: bool = False,
+        optimizer: OptimizerCallable = detr_adamw,
+        scheduler: LRSchedulerCallable | None = detr_step_lr,
+        scheduler_interval: str = "epoch",
+        no_decay_keys: tuple[str, ...] = (),
+        gradient_clip_norm: float | None = 0.1,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()  # also collects the calling subclass's arguments
+        super().__init__(optimizer, scheduler, scheduler_interval, no_decay_keys, gradient_clip_norm)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])  # also collects the subclass's arguments
         if (text_model is None) == (text_dim is None):
             raise ValueError(
                 "set exactly one of model.init_args.text_dim (precomputed query token features) and "
@@ -149,23 +148,24 @@ class GroundingDETRBase(L.LightningModule):
         self.hidden_dim = hidden_dim
         self.video_proj = input_projection(visual_dim, hidden_dim, n_input_proj, input_dropout)
         self.text_proj = input_projection(text_dim, hidden_dim, n_input_proj, input_dropout)
-        self.loss_weights: dict[str, float] = {
-            "span": span_loss_coef,
-            "giou": giou_loss_coef,
-            "label": label_loss_coef,
-            "saliency": lw_saliency,
-        }
-        self.eos_coef, self.saliency_margin, self.aux_loss = eos_coef, saliency_margin, aux_loss
-        self.match_costs = {
-            "cost_span": set_cost_span,
-            "cost_giou": set_cost_giou,
-            "cost_class": set_cost_class,
-        }
-        self.lr, self.weight_decay, self.lr_drop = lr, weight_decay, lr_drop
+        self.criterion = SetCriterion(
+            span_loss_coef,
+            giou_loss_coef,
+            label_loss_coef,
+            eos_coef,
+            lw_saliency,
+            saliency_margin,
+            set_cost_span,
+            set_cost_giou,
+            set_cost_class,
+            aux_loss,
+        )
+        self.loss_weights: dict[str, float] = self.criterion.weights
         self.max_ts, self.pp_clip_len, self.nms_threshold = max_ts, pp_clip_len, nms_threshold
-        self.metric_clip_len = metric_clip_len
+        self.metric_clip_len, self.saliency_fp16 = metric_clip_len, saliency_fp16
         self._metrics: dict[str, GroundingMetric] = {}
 
+    # --- inputs -----------------------------------------------------------------------------------------------
     def query_tokens(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Query token features [B, Lq, D_t] and their mask [B, Lq]: the text encoder's states of
         ``batch["tokens"]`` with ``text_model``, else the precomputed ``batch["text"]``."""
@@ -192,68 +192,44 @@ class GroundingDETRBase(L.LightningModule):
         text, text_mask = self.query_tokens(batch)
         return self.video_proj(batch["visual"]), batch["visual_mask"], self.text_proj(text), text_mask
 
+    # --- what a method may change -----------------------------------------------------------------------------
     def scores(self, outputs: dict[str, Any], layer: int = -1) -> torch.Tensor:
         """Ranking score [B, Q] of a layer's proposals: softmax foreground probability (§2.5)."""
         return outputs["logits"][layer].softmax(-1)[..., 0]
 
-    def match(self, outputs: dict[str, Any], layer: int, targets: list[torch.Tensor]) -> Indices:
-        """Hungarian assignment of one decoder layer's queries to the GT spans."""
-        return hungarian_match(outputs["logits"][layer], outputs["spans"][layer], targets, **self.match_costs)
-
-    def layer_losses(
-        self, outputs: dict[str, Any], layer: int, targets: list[torch.Tensor], indices: Indices
-    ) -> dict[str, torch.Tensor]:
-        """Span L1, gIoU and foreground CE of one decoder layer (§2.2)."""
-        spans, logits = outputs["spans"][layer], outputs["logits"][layer]
-        return {
-            "span": span_l1_loss(spans, targets, indices),
-            "giou": span_giou_loss(spans, targets, indices),
-            "label": foreground_loss(logits, indices, self.eos_coef),
-        }
+    def extra_match_costs(self, targets: Sequence[torch.Tensor]) -> list[torch.Tensor] | None:
+        """Per sample [Q, G_b] costs added to the Hungarian matching cost of every layer; none in the base."""
+        return None
 
     def extra_losses(self, batch: dict[str, Any], outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Method-specific terms, weighted by ``self.loss_weights[name]``; none in the base."""
         return {}
 
+    # --- training ---------------------------------------------------------------------------------------------
     def compute_losses(self, batch: dict[str, Any], outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """All named loss terms (auxiliary layers suffixed ``_aux<layer>``) and their weighted sum
-        ``loss``."""
-        targets = batch["spans"]
-        n_layers = outputs["logits"].shape[0]
-        layers = range(n_layers) if self.aux_loss else [n_layers - 1]
-        terms: dict[str, torch.Tensor] = {}
-        for layer in layers:
-            suffix = "" if layer == n_layers - 1 else f"_aux{layer}"
-            indices = self.match(outputs, layer, targets)
-            for name, value in self.layer_losses(outputs, layer, targets, indices).items():
-                terms[name + suffix] = value
-        terms["saliency"] = saliency_hinge_loss(
-            outputs["saliency"], batch["saliency_pos"], batch["saliency_neg"], self.saliency_margin
-        )
+        """All named loss terms (auxiliary layers suffixed ``_aux<layer>``) and their weighted sum ``loss``."""
+        terms = self.criterion(outputs, batch, self.extra_match_costs(batch["spans"]))
         terms.update(self.extra_losses(batch, outputs))
-        total = sum(self.loss_weights[name.split("_aux")[0]] * value for name, value in terms.items())
-        return {"loss": total, **terms}
+        return {"loss": weighted_total(terms, self.loss_weights), **terms}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         losses = self.compute_losses(batch, self(batch))
-        size = len(batch["index"])
-        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)
-        for name, value in losses.items():
-            if name != "loss" and "_aux" not in name:
-                self.log(f"train/loss_{name}", value, batch_size=size)
+        self.log_losses(losses, len(batch["index"]))
         return losses["loss"]
 
+    # --- evaluation -------------------------------------------------------------------------------------------
     def predictions(self, batch: dict[str, Any], outputs: dict[str, Any]) -> list[dict[str, Any]]:
         """Per query: post-processed ranked windows [K, 3] (seconds) and saliency over the valid clips."""
         scores = self.scores(outputs)
         spans = outputs["spans"][-1]
         lengths = batch["visual_mask"].sum(1).tolist()
+        saliency = outputs["saliency"].half() if self.saliency_fp16 else outputs["saliency"]
         out = []
         for b, duration in enumerate(batch["duration"].tolist()):
             windows = postprocess_windows(
                 spans[b], scores[b], duration, self.max_ts, self.pp_clip_len, self.nms_threshold
             )
-            out.append({"windows": windows, "saliency": outputs["saliency"][b, : lengths[b]].double()})
+            out.append({"windows": windows, "saliency": saliency[b, : lengths[b]].double()})
         return out
 
     def _start_eval(self, stage: str, loader: Any) -> None:
@@ -293,7 +269,7 @@ class GroundingDETRBase(L.LightningModule):
         self._end_eval("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> list[dict[str, Any]]:
-        """Official submission records ``{qid, query?, vid, pred_relevant_windows, pred_saliency_scores}``."""
+        """Official submission records ``{qid, vid, pred_relevant_windows, pred_saliency_scores}``."""
         preds = self.predictions(batch, self(batch))
         return [
             {
@@ -304,9 +280,3 @@ class GroundingDETRBase(L.LightningModule):
             }
             for qid, vid, p in zip(batch["qid"], batch["vid"], preds, strict=True)
         ]
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW(lr, weight_decay) with StepLR(lr_drop epochs, gamma 0.1) (§2.4)."""
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.lr_drop, gamma=0.1)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
