@@ -26,6 +26,10 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+SUMMARY_MAX = ("val/sumr", "val/t2v_sumr", "val/MR-full-mAP", "val/R1@0.5+R1@0.7")
+"""The selection metrics of the recipes (retrieval SumR, NRCCR's t2v SumR, the grounding mAP and R1 sums)."""
+
+
 class RunWandbLogger(WandbLogger):
     """``WandbLogger`` whose files live in ``<save_dir>/<run id>`` (so sweep trials keep their own ``config.yaml``,
     ``test_metrics.json`` and predictions), and which tells W&B to summarise ``summary_max`` by their maximum (a
@@ -41,7 +45,7 @@ class RunWandbLogger(WandbLogger):
         self,
         save_dir: str = "runs/wandb",
         id: str | None = None,  # noqa: A002  (WandbLogger's own argument name)
-        summary_max: tuple[str, ...] = ("val/sumr", "val/t2v_sumr"),
+        summary_max: tuple[str, ...] = SUMMARY_MAX,
         **kwargs: Any,
     ):
         inherited = os.environ.get(RUN_ID_VARIABLE)

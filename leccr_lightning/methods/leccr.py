@@ -75,6 +75,8 @@ class LECCR(RetrievalMethod):
         visual_dim, vocab_size: linked from the DataModule by the CLI.
         text_model: ``"tiny"`` (random BERT of ``text_hidden``/``text_layers``/``text_heads``) or a local HF
             directory (mBERT in the paper); shared by captions and descriptions.
+        text_max_positions: position table of the tiny BERT (a pretrained model keeps its own); the official
+            training does not truncate, so every training text must fit (MLLM descriptions on real text need ~256).
         text_pooling: sentence vector of the captions (``cls`` as in the paper).
         visual_encoder: ``tokens`` (images: the tokens as they are), ``self_attention`` (videos: the official frame
             self-attention layer, ``modules.slots.FrameSelfAttention``) or ``timm`` (raw images, data features kind
@@ -175,6 +177,7 @@ class LECCR(RetrievalMethod):
         text_hidden: int = 64,
         text_layers: int = 2,
         text_heads: int = 2,
+        text_max_positions: int = 128,
         text_pooling: str = "cls",
         visual_encoder: str = "tokens",
         timm_model: str = "resnet18",
@@ -215,7 +218,9 @@ class LECCR(RetrievalMethod):
             raise ValueError(f"eval_scoring {eval_scoring!r}: expected one of {EVAL_SCORINGS}")
         if not 0.0 <= dstl_weight <= 1.0:
             raise ValueError(f"dstl_weight: expected a value in [0, 1], got {dstl_weight}")
-        self.text = HFTextEncoder(text_model, vocab_size, text_hidden, text_layers, text_heads, pooling=text_pooling)
+        self.text = HFTextEncoder(
+            text_model, vocab_size, text_hidden, text_layers, text_heads, text_max_positions, pooling=text_pooling
+        )
         if visual_encoder not in VISUAL_ENCODERS:
             raise ValueError(f"visual_encoder {visual_encoder!r}: expected one of {VISUAL_ENCODERS}")
         self.visual = build_visual_encoder(

@@ -60,6 +60,11 @@ def test_sweep_is_well_formed_and_runs_a_real_recipe(path) -> None:
     assert configs[0].startswith(f"configs/experiments/{path.stem}/") and "tiny" not in configs[0]
     assert all((REPO / config).is_file() for config in configs), configs
     assert sweep["parameters"]
+    more = [arg for other in configs[1:] for arg in ("--config", str(REPO / other))]
+    resolved = resolved_config(REPO / configs[0], *more)
+    monitored = dotted(resolved, "trainer.callbacks.ModelCheckpoint.init_args.monitor")
+    assert sweep["metric"]["name"] == monitored, "the sweep optimises what the recipe selects checkpoints on"
+    assert monitored in dotted(resolved, "trainer.logger.init_args.summary_max"), "W&B summarises it by its maximum"
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)

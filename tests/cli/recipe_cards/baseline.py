@@ -59,7 +59,6 @@ DATASET_DELTAS = {
     **{name: IMAGE for name in IMAGE_DATASETS},
     "msrvtt10kcn_zh": VIDEO,
     "vatex_zh": VIDEO,
-    "vatex_zh_rivrl": RIVRL_VIDEO,
 }
 
 COMMON = {
@@ -70,4 +69,4 @@ COMMON = {
     "model.init_args.objective.init_args.margin": 0.2,
     "model.init_args.objective.init_args.mining": "hardest",
 }
-RECIPES = DATASET_DELTAS
+RECIPES = {**DATASET_DELTAS, "vatex_zh_rivrl": RIVRL_VIDEO}
