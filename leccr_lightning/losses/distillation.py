@@ -1,5 +1,6 @@
 """Distillation losses: soft similarity targets (NRCCR L_sim, CL2CM relational KD, LECCR L_dstl), feature
-distillation (NRCCR L_feat), min-max normalisation and the LECCR slot-diversity regulariser.
+distillation (NRCCR L_feat), LECCR's mixed targets over min-max normalised scores (``metrics.scoring``'s
+``minmax_normalize``, re-exported by ``losses``) and the LECCR slot-diversity regulariser.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from leccr_lightning.losses.pairwise import check_choice, check_pair_inputs, check_positive
+from leccr_lightning.metrics.scoring import minmax_normalize
 
 DIRECTIONS = {"row": 1, "col": 0}
 KL_ORIENTATIONS = ("target_student", "student_target")
@@ -75,19 +77,6 @@ def feature_distillation(student: Tensor, teacher: Tensor, beta: float = 4.0, de
     check_positive("beta", beta)
     target = teacher.detach() if detach_teacher else teacher
     return F.smooth_l1_loss(student, target, beta=beta)
-
-
-def minmax_normalize(x: Tensor, dim: int | None = None, eps: float = 1e-12) -> Tensor:
-    """(x - min) / (max - min), over the whole tensor (``dim=None``, LECCR/NRCCR mm()) or along ``dim``.
-
-    Order preserving and invariant to positive affine maps of x; a constant slice maps to 0 (``eps`` guards
-    the division).
-    """
-    if dim is None:
-        low, high = x.min(), x.max()
-    else:
-        low, high = x.amin(dim=dim, keepdim=True), x.amax(dim=dim, keepdim=True)
-    return (x - low) / (high - low).clamp(min=eps)
 
 
 def mix_targets(primary_scores: Tensor, secondary_scores: Tensor, alpha: float = 0.8, dim: int = -1) -> Tensor:

@@ -27,14 +27,26 @@ def _view(views: Views, name: str, role: str) -> Tensor:
     return views[name]
 
 
-def minmax_normalize(scores: Tensor, lo: float | Tensor, hi: float | Tensor) -> Tensor:
-    """(S - lo) / (hi - lo) in the dtype of ``scores``; all zeros when hi == lo (NRCCR ``norm_score``).
+def minmax_normalize(
+    scores: Tensor, lo: float | Tensor | None = None, hi: float | Tensor | None = None, dim: int | None = None
+) -> Tensor:
+    """(S - lo) / (hi - lo) in the dtype of ``scores``, zero where hi == lo (NRCCR ``norm_score``, LECCR/NRCCR mm()).
 
-    Decided on the device (no host synchronisation), so fused scoring on a GPU runs without stalls.
+    ``lo`` and ``hi`` default to the minimum and maximum of ``scores``: over the whole tensor (``dim=None``) or along
+    ``dim``; give both for ranges known beforehand (chunked fused scoring). Order preserving and invariant to positive
+    affine maps of S. Decided on the device (no host synchronisation), so fused scoring on a GPU runs without stalls.
     """
+    if (lo is None) != (hi is None):
+        raise ValueError("minmax_normalize takes both lo and hi, or neither (then the range of the scores)")
+    if lo is None:
+        if dim is None:
+            lo, hi = scores.min(), scores.max()
+        else:
+            lo, hi = scores.amin(dim=dim, keepdim=True), scores.amax(dim=dim, keepdim=True)
     lo = torch.as_tensor(lo, dtype=scores.dtype, device=scores.device)
     span = torch.as_tensor(hi, dtype=scores.dtype, device=scores.device) - lo
-    return torch.where(span > 0, (scores - lo) / span, torch.zeros((), dtype=scores.dtype, device=scores.device))
+    zero = torch.zeros((), dtype=scores.dtype, device=scores.device)
+    return torch.where(span > 0, (scores - lo) / torch.where(span > 0, span, torch.ones_like(span)), zero)
 
 
 class DotScorer:
