@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 from leccr_lightning.data.errors import DataFormatError
 from leccr_lightning.data.extras import BoundExtra, extras_batch
@@ -43,24 +43,29 @@ def aligned_rows(anchor: CaptionFile, other: CaptionFile, tag: str) -> np.ndarra
     return rows
 
 
-class EpochShuffleSampler(Sampler[int]):
+class EpochShuffleSampler(DistributedSampler):
     """A permutation drawn from ``seed`` and the epoch alone (Lightning calls ``set_epoch``), so a run resumed from a
-    checkpoint sees the same batches as an uninterrupted one, whatever the global RNG state."""
+    checkpoint sees the same batches as an uninterrupted one, whatever the global RNG state.
 
-    def __init__(self, size: int, seed: int = 0):
+    With ``num_replicas`` W > 1, rank r reads positions r, r + W, r + 2W, ... of that one permutation (padded with its
+    first items to a multiple of W, as ``DistributedSampler`` pads): batch k of all ranks together, at batch size
+    B / W each, holds exactly the items of batch k of a 1-process run at batch size B, so W processes with cross-rank
+    negatives (``gather_negatives``) train on the batches one process would. (Lightning keeps a ``DistributedSampler``
+    as it is instead of wrapping it in its own shuffling one. Dropout still draws other masks in W processes.)
+    """
+
+    def __init__(self, size: int, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
         self.size = size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.size
+        return self.num_samples
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = torch.randperm(self.size, generator=generator).tolist()
+        order += order[: self.total_size - self.size]
+        return iter(order[self.rank : self.total_size : self.num_replicas])
 
 
 class VisualItems:

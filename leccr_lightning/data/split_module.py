@@ -47,12 +47,18 @@ class RetrievalDataModule(L.LightningDataModule, ABC):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochShuffleSampler(len(dataset), self.hparams.shuffle_seed) if train else None,
+            sampler=self._train_sampler(len(dataset)) if train else None,
             collate_fn=dataset.collate,
             num_workers=workers,
             persistent_workers=workers > 0,
             drop_last=train and bool(self.hparams.get("drop_last", False)),
         )
+
+    def _train_sampler(self, size: int) -> EpochShuffleSampler:
+        """The epoch permutation, split over the trainer's processes (one process without a trainer)."""
+        trainer = getattr(self, "trainer", None)
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return EpochShuffleSampler(size, self.hparams.shuffle_seed, replicas, rank)
 
     def _eval_loaders(self, split: str) -> list[DataLoader]:
         datasets = self.split(split)

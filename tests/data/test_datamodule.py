@@ -125,3 +125,29 @@ def test_trained_tokenizer_is_identical_in_every_process(synthetic_root):
         for seed in ("1", "2")
     ]
     assert vocabs[0] == vocabs[1] and len(vocabs[0]) > 100
+
+
+@pytest.mark.parametrize(("size", "replicas"), [(64, 2), (61, 2), (50, 4)])
+def test_ranks_together_read_the_one_process_batches(size: int, replicas: int) -> None:
+    """W ranks at batch size B / W read, batch by batch, the items of one process at batch size B (padding aside);
+    an epoch is one permutation of every item, drawn from the seed and the epoch alone."""
+    from leccr_lightning.data.datasets import EpochShuffleSampler
+
+    batch = 8
+    single = EpochShuffleSampler(size, seed=3)
+    ranks = [EpochShuffleSampler(size, seed=3, num_replicas=replicas, rank=r) for r in range(replicas)]
+    for epoch in (0, 1):
+        for sampler in (single, *ranks):
+            sampler.set_epoch(epoch)
+        order = list(single)
+        assert sorted(order) == list(range(size))
+        shares = [list(rank) for rank in ranks]
+        assert {len(share) for share in shares} == {-(-size // replicas)}
+        step = batch // replicas
+        for k in range(0, size // batch):
+            together = sorted(i for share in shares for i in share[k * step : (k + 1) * step])
+            assert together == sorted(order[k * batch : (k + 1) * batch])
+    single.set_epoch(0)
+    first = list(single)
+    single.set_epoch(1)
+    assert list(single) != first
