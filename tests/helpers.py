@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+import lightning as L
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 EXPERIMENTS = CONFIGS / "experiments"
@@ -144,3 +146,34 @@ def instantiate(config: str | Path, root: Path | str, *extra: str):
 
     cli = lightning_main(["--config", str(config), "--data.init_args.root", str(root), *extra], run=False)
     return cli.model, cli.datamodule
+
+
+def retrieval_tiny_configs() -> list[Path]:
+    """Every ``configs/experiments/<method>/tiny.yaml`` whose model is a ``RetrievalMethod`` (found by discovery)."""
+    import importlib
+
+    import yaml
+
+    from leccr_lightning.methods.base import RetrievalMethod
+
+    configs = []
+    for path in sorted(EXPERIMENTS.glob("*/tiny.yaml")):
+        model = yaml.safe_load(path.read_text(encoding="utf-8"))["model"]
+        if isinstance(model, str):
+            model = yaml.safe_load((path.parent / model).read_text(encoding="utf-8"))
+        module, name = model["class_path"].rsplit(".", 1)
+        if issubclass(getattr(importlib.import_module(module), name), RetrievalMethod):
+            configs.append(path)
+    return configs
+
+
+class StopAfterEpochs(L.Callback):
+    """Interrupts a run after ``epochs`` epochs (as a crash would), keeping its schedule length (``max_epochs``, which
+    progress-based schedules and curricula read)."""
+
+    def __init__(self, epochs: int = 2):
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True

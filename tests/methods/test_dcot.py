@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -163,17 +162,6 @@ def test_confidences_rank_corrupted_translations_below_clean_ones(tmp_path, run_
     assert {"train/confidence_mean", "train/confidence_q50", "train/confidence_lambda"} <= set(columns)
 
 
-class StopAfterEpochs(L.Callback):
-    """Interrupts a run after ``epochs`` epochs (as a crash would), keeping its schedule length (``max_epochs``)."""
-
-    def __init__(self, epochs: int = 2):
-        self.epochs = epochs
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch + 1 >= self.epochs:
-            trainer.should_stop = True
-
-
 @pytest.mark.slow
 def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path, run_cli) -> None:
     """A 4-epoch run interrupted after 2 epochs and resumed from last.ckpt equals the uninterrupted run, with the
@@ -188,7 +176,7 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path, run_cli
         "--trainer.max_epochs=4",
     )
     straight = run_cli("fit", config, root, tmp_path / "straight", *extra)
-    interrupt = ("--trainer.callbacks+=tests.methods.test_dcot.StopAfterEpochs", "--trainer.callbacks.epochs=2")
+    interrupt = ("--trainer.callbacks+=tests.helpers.StopAfterEpochs", "--trainer.callbacks.epochs=2")
     first = run_cli("fit", config, root, tmp_path / "resumed", *extra, *interrupt)
     assert first.trainer.current_epoch == 2
     last = first.trainer.checkpoint_callback.last_model_path

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 import leccr_lightning.methods.objectives as objectives_package
-from leccr_lightning.methods.base import RetrievalMethod
 from leccr_lightning.methods.objectives import PairObjective
 from leccr_lightning.tools.synth import collection_for_experiment, write_for_experiment
-from tests.helpers import EXPERIMENTS, instantiate
+from tests.helpers import instantiate, retrieval_tiny_configs
 
 
 def discovered_objectives() -> list[type[PairObjective]]:
@@ -29,18 +27,6 @@ def discovered_objectives() -> list[type[PairObjective]]:
         if not inspect.isabstract(cls) and not cls.__name__.startswith("_"):
             found.add(cls)
     return sorted(found, key=lambda cls: cls.__name__)
-
-
-def retrieval_tiny_configs() -> list[Path]:
-    configs = []
-    for path in sorted(EXPERIMENTS.glob("*/tiny.yaml")):
-        model = yaml.safe_load(path.read_text(encoding="utf-8"))["model"]
-        if isinstance(model, str):
-            model = yaml.safe_load((path.parent / model).read_text(encoding="utf-8"))
-        module, name = model["class_path"].rsplit(".", 1)
-        if issubclass(getattr(importlib.import_module(module), name), RetrievalMethod):
-            configs.append(path)
-    return configs
 
 
 OBJECTIVES = discovered_objectives()
