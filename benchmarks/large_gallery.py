@@ -51,7 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--faiss", nargs="*", default=["ivf", "hnsw"], choices=["ivf", "hnsw"])
     parser.add_argument("--nprobe", type=int, default=16, help="IVF lists searched per query")
-    parser.add_argument("--ivf-train", type=int, default=100_000, help="gallery rows the IVF quantizer trains on")
+    parser.add_argument("--ivf-train", type=int, default=200_000, help="gallery rows the IVF quantizer trains on")
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument("--ef-search", type=int, default=128)
     parser.add_argument("--recall-queries", type=int, default=1000, help="queries of the recall@10 check")
