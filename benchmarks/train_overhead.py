@@ -36,19 +36,29 @@ from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from leccr_lightning.cli import LeccrCLI
 from leccr_lightning.cli import main as leccr_main
+from leccr_lightning.data.grounding.saliency import draw_training_targets
 
 REPO = Path(__file__).resolve().parents[1]
-LossOfBatch = Callable[[L.LightningModule, dict], torch.Tensor]
+LossOfBatch = Callable[[L.LightningModule, dict, L.LightningDataModule], torch.Tensor]
+
+
+def grounding_loss(model: L.LightningModule, batch: dict, data: L.LightningDataModule) -> torch.Tensor:
+    """The DETR loss of a batch after the DataModule's per-epoch target draws (its ``on_before_batch_transfer`` in
+    ``leccr fit``), so the bare loop pays for them too."""
+    batch = draw_training_targets(batch, data.sampling_seed, 0, data.hparams.max_windows)
+    return model.compute_losses(batch, model(batch))["loss"]
+
+
 METHODS: dict[str, tuple[str, str, LossOfBatch]] = {
     "baseline": (
         "configs/experiments/baseline/tiny.yaml",
         "retrieval",
-        lambda model, batch: model.compute_losses(batch)["loss"],
+        lambda model, batch, data: model.compute_losses(batch)["loss"],
     ),
     "moment_detr": (
         "configs/experiments/moment_detr/tiny.yaml",
         "grounding",
-        lambda model, batch: model.compute_losses(batch, model(batch))["loss"],
+        grounding_loss,
     ),
 }
 """name -> (experiment config, ``leccr synth --task``, the training loss of a batch as the method computes it)."""
@@ -127,7 +137,7 @@ def bare_run(cli: LeccrCLI, loss_of_batch: LossOfBatch, total_steps: int, warmup
     ends: list[float] = []
     while len(ends) < total_steps:
         for batch in cli.datamodule.train_dataloader():
-            loss = loss_of_batch(model, move_data_to_device(batch, device))
+            loss = loss_of_batch(model, move_data_to_device(batch, device), cli.datamodule)
             loss.backward()
             if clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)

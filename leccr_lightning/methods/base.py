@@ -155,10 +155,9 @@ class MethodBase(L.LightningModule):
         """The configured scheduler over ``optimizer``; a schedule-length argument the config left unset
         (``num_training_steps`` / ``total_steps``) gets the trainer's estimated number of optimiser steps."""
         keywords = getattr(self.scheduler_factory, "keywords", {})
-        length = {name: int(self.trainer.estimated_stepping_batches) for name in SCHEDULE_LENGTH_ARGUMENTS}
-        return self.scheduler_factory(
-            optimizer, **{name: steps for name, steps in length.items() if name in keywords and keywords[name] is None}
-        )
+        unset = [name for name in SCHEDULE_LENGTH_ARGUMENTS if name in keywords and keywords[name] is None]
+        steps = int(self.trainer.estimated_stepping_batches) if unset else 0
+        return self.scheduler_factory(optimizer, **dict.fromkeys(unset, steps))
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
