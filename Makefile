@@ -14,8 +14,8 @@ export TOKENIZERS_PARALLELISM = false
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-cache-dir --upgrade pip
+	$(BIN)/pip install -q --no-cache-dir -e ".[dev]"
 	touch $@
 
 install: $(BIN)/.installed
