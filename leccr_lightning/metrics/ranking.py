@@ -22,7 +22,7 @@ full gallery whose captioned columns are left out of the counts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +39,11 @@ MIN_PIECE = 256
 """Fewest columns of a piece where the gallery allows: BLAS libraries switch to small-matrix kernels below
 ~128 columns, whose rounding differs from a full GEMM's (MKL: N <= 128 at K = 1024); wider pieces score exactly as
 one [Q, G] product does there."""
+COLUMN_ALIGN = 16
+"""Piece widths and band edges are multiples of this many columns (64 bytes of fp32) where the gallery allows: MKL
+writes a score block whose rows are not 64-byte multiples markedly slower (~20% at 4,335 columns against 4,352)."""
 COUNT_BLOCK_BYTES = 2**20
-"""Bytes of comparison results per counting step on CPU (the hot rows stay in the cores' L2)."""
+"""Bytes of scores per counting step and CPU thread (each thread's share of the hot rows stays in its core's L2)."""
 ACCELERATOR_COUNT_BLOCK_BYTES = 2**28
 """The same on GPUs, where few large kernels beat cache-sized ones."""
 
@@ -119,8 +122,8 @@ class _Layout:
 
         Cuts fall on the last item boundary at or before each multiple of ``rows`` rows, so a chunk holds at most
         ``rows`` rows unless an item straddles a multiple; a last chunk under ``rows // 2`` rows joins the one before.
-        A band spans the chunk's items, widened to ``MIN_PIECE`` columns, and to the edge of the captioned items when
-        fewer than ``MIN_PIECE`` columns would remain beyond it.
+        A band spans the chunk's items, widened to ``MIN_PIECE`` columns, its edges to multiples of ``COLUMN_ALIGN``,
+        and to the edge of the captioned items when fewer than ``MIN_PIECE`` columns would remain beyond it.
         """
         query_to_gallery = query_to_gallery.cpu()
         items, column = torch.unique(query_to_gallery, return_inverse=True)
@@ -140,6 +143,8 @@ class _Layout:
         for item_start, item_stop in zip([0, *cuts[:-1]], cuts, strict=True):
             band_stop = max(item_stop, min(num_items, item_start + MIN_PIECE))
             band_start = min(item_start, max(0, band_stop - MIN_PIECE))
+            band_start -= band_start % COLUMN_ALIGN
+            band_stop = min(num_items, band_stop + -band_stop % COLUMN_ALIGN)
             band_start = 0 if band_start < MIN_PIECE else band_start
             band_stop = num_items if num_items - band_stop < MIN_PIECE else band_stop
             row_start = int(ends[item_start - 1]) if item_start else 0
@@ -165,7 +170,8 @@ class _Workspace:
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.budget = COUNT_BLOCK_BYTES if device.type == "cpu" else ACCELERATOR_COUNT_BLOCK_BYTES
+        cpu_budget = COUNT_BLOCK_BYTES * torch.get_num_threads()
+        self.budget = cpu_budget if device.type == "cpu" else ACCELERATOR_COUNT_BLOCK_BYTES
         self.storage = torch.empty(0, device=device)
 
     def rows_per_step(self, values_per_row: int) -> int:
@@ -186,10 +192,11 @@ class _ColumnCounter:
     """Counts, for every caption q, #{q' : S[q', j] > S[q, j]} in its item's column j (positions in ``items``).
 
     Captions are ordered per item by score (descending); the i-th of an item is "level i". Levels held by at
-    least half of the items are compared against whole blocks in one batched comparison (missing items get +inf
-    thresholds, which nothing exceeds); the rare deeper levels are compared on gathered columns, so a skewed item
-    does not multiply the work. Level 0 is each item's best positive (``scatter_reduce`` amax): the v2t rank.
-    Counts are sums of fp32 0/1 comparison results over at most a block of rows (exact), accumulated in fp64.
+    least half of the items are "dense": each step of rows is compared with them level by level while it is in
+    cache (missing items get +inf thresholds, which nothing exceeds); the rare deeper levels are compared on
+    gathered columns, so a skewed item does not multiply the work. Level 0 is each item's best positive
+    (``scatter_reduce`` amax): the v2t rank. Counts are sums of fp32 0/1 comparison results over at most a step of
+    rows (exact), accumulated in fp64.
     """
 
     def __init__(self, positives: Tensor, column: Tensor, num_items: int) -> None:
@@ -223,20 +230,20 @@ class _ColumnCounter:
         self.tail_thresholds = scores[tail]
         self.tail_counts = torch.zeros(self.tail_items.numel(), dtype=torch.float64, device=device)
 
-    def update(self, block: Tensor, first_item: int, workspace: _Workspace) -> None:
-        """Add the counts of ``block`` [rows, C], whose columns are items ``first_item`` ... ``first_item + C - 1``."""
+    def count_dense(self, rows: Tensor, first_item: int, hits: Tensor) -> None:
+        """Add the dense-level counts of ``rows`` [r, C], whose columns are items ``first_item`` ... ``first_item +
+        C - 1``; ``hits`` is an fp32 scratch tensor of the shape of ``rows``."""
+        columns = slice(first_item, first_item + rows.shape[1])
+        for level in range(self.num_dense):
+            torch.gt(rows, self.thresholds[level, columns], out=hits)
+            self.dense_counts[level, columns] += hits.sum(0)
+
+    def count_tail(self, block: Tensor, first_item: int) -> None:
+        """Add the counts of the levels deeper than the dense ones for ``block`` [rows, C] (columns as above)."""
         width = block.shape[1]
-        thresholds = self.thresholds[:, first_item : first_item + width]
-        dense_counts = self.dense_counts[:, first_item : first_item + width]
         lo, hi = (
             int(i) for i in torch.searchsorted(self.tail_items_cpu, torch.tensor([first_item, first_item + width]))
         )
-        step = workspace.rows_per_step(self.num_dense * width)
-        for start in range(0, block.shape[0], step):
-            rows = block[start : start + step]
-            hits = workspace.take(rows.shape[0], self.num_dense, width)
-            torch.gt(rows[:, None, :], thresholds, out=hits)
-            dense_counts += hits.sum(0)
         if hi > lo:
             gathered = block.index_select(1, self.tail_items[lo:hi] - first_item)
             self.tail_counts[lo:hi] += (gathered > self.tail_thresholds[lo:hi]).sum(0)
@@ -301,21 +308,32 @@ class _Evaluation:
         self.columns = _ColumnCounter(positives, layout.column.to(positives.device), layout.items.numel())
         self.items = layout.items.to(positives.device)
 
-    def count_rows(self, block: Tensor, start: int) -> None:
-        """t2v: add #{columns of ``block`` scored above each row's positive} for rows ``start`` ... of ``block``."""
-        self.row_sums[start : start + block.shape[0]] += block.sum(1)
-        thresholds = self.positives[start : start + block.shape[0], None]
+    def _row_steps(self, block: Tensor, start: int) -> Iterator[tuple[slice, Tensor]]:
+        """The block in cache-sized steps of rows: (the step's grouped query rows, its scores)."""
         step = self.workspace.rows_per_step(block.shape[1])
         for offset in range(0, block.shape[0], step):
             rows = block[offset : offset + step]
-            hits = self.workspace.take(*rows.shape)
-            torch.gt(rows, thresholds[offset : offset + step], out=hits)
-            self.row_counts[start + offset : start + offset + rows.shape[0]] += hits.sum(1)
+            yield slice(start + offset, start + offset + rows.shape[0]), rows
+
+    def _count_step(self, grouped: slice, rows: Tensor) -> Tensor:
+        """Add the t2v counts and the row sums of one step; returns the fp32 scratch of its shape."""
+        hits = self.workspace.take(*rows.shape)
+        self.row_sums[grouped] += rows.sum(1)
+        torch.gt(rows, self.positives[grouped, None], out=hits)
+        self.row_counts[grouped] += hits.sum(1)
+        return hits
+
+    def count_rows(self, block: Tensor, start: int) -> None:
+        """t2v: add #{columns of ``block`` scored above each row's positive} for rows ``start`` ... of ``block``."""
+        for grouped, rows in self._row_steps(block, start):
+            self._count_step(grouped, rows)
 
     def count_captioned(self, block: Tensor, start: int, first_item: int) -> None:
-        """Both directions for a block of captioned items ``first_item`` ... (grouped query rows ``start`` ...)."""
-        self.count_rows(block, start)
-        self.columns.update(block, first_item, self.workspace)
+        """Both directions for a block of captioned items ``first_item`` ... (grouped query rows ``start`` ...),
+        each step of rows counted in both while it is in cache."""
+        for grouped, rows in self._row_steps(block, start):
+            self.columns.count_dense(rows, first_item, self._count_step(grouped, rows))
+        self.columns.count_tail(block, first_item)
 
     def count_uncaptioned(self, block: Tensor, start: int, first_column: int) -> None:
         """t2v only, for a tile of full-gallery columns ``first_column`` ...: the captioned columns inside it are
@@ -376,7 +394,7 @@ def _evaluate(captioned: PieceScores, uncaptioned: PieceScores | None, layout: _
         evaluation.count_captioned(block, r0, b0)
     del diagonal
     for r0, r1, b0, b1 in layout.chunks:
-        width = max(MIN_PIECE, PIECE_ELEMENTS // (r1 - r0))
+        width = max(MIN_PIECE, PIECE_ELEMENTS // (r1 - r0) // COLUMN_ALIGN * COLUMN_ALIGN)
         for c0, c1 in _tiles(0, b0, width) + _tiles(b1, num_items, width):
             evaluation.count_captioned(captioned(r0, r1, c0, c1), r0, c0)
         if uncaptioned is not None:
