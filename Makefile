@@ -24,8 +24,11 @@ train: install
 	$(BIN)/leccr synth --config $(EXPERIMENT)
 	$(BIN)/leccr fit --config $(EXPERIMENT) --test_after_fit=true
 
+# The suite runs in TEST_WORKERS pytest-xdist processes (one torch thread each; CI has 2 cores), tests handed out as
+# workers free up. TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist worksteal tests
 
 lint: install
 	$(BIN)/ruff check leccr_lightning tests benchmarks experiments
