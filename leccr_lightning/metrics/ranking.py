@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from leccr_lightning.metrics.scoring import DotScorer, Views, slice_views
+from leccr_lightning.metrics.scoring import ALIGNED_COLUMNS, DotScorer, Views, slice_views
 
 AUTO_CHUNK_ROWS = 1024
 """Query rows per chunk when ``chunk_size`` is None (perf_anchors "near the floor" 4: 1,024-query GEMM chunks)."""
@@ -39,9 +39,9 @@ MIN_PIECE = 256
 """Fewest columns of a piece where the gallery allows: BLAS libraries switch to small-matrix kernels below
 ~128 columns, whose rounding differs from a full GEMM's (MKL: N <= 128 at K = 1024); wider pieces score exactly as
 one [Q, G] product does there."""
-COLUMN_ALIGN = 16
-"""Piece widths and band edges are multiples of this many columns (64 bytes of fp32) where the gallery allows: MKL
-writes a score block whose rows are not 64-byte multiples markedly slower (~20% at 4,335 columns against 4,352)."""
+COLUMN_ALIGN = ALIGNED_COLUMNS
+"""Piece widths and band edges are multiples of this many columns where the gallery allows, so that scorers returning
+contiguous blocks write rows of 64-byte multiples too (see ``scoring.ALIGNED_COLUMNS``)."""
 COUNT_BLOCK_BYTES = 2**20
 """Bytes of scores per counting step and CPU thread (each thread's share of the hot rows stays in its core's L2)."""
 ACCELERATOR_COUNT_BLOCK_BYTES = 2**28

