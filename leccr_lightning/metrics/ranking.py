@@ -39,9 +39,6 @@ MIN_PIECE = 256
 """Fewest columns of a piece where the gallery allows: BLAS libraries switch to small-matrix kernels below
 ~128 columns, whose rounding differs from a full GEMM's (MKL: N <= 128 at K = 1024); wider pieces score exactly as
 one [Q, G] product does there."""
-COLUMN_ALIGN = ALIGNED_COLUMNS
-"""Piece widths and band edges are multiples of this many columns where the gallery allows, so that scorers returning
-contiguous blocks write rows of 64-byte multiples too (see ``scoring.ALIGNED_COLUMNS``)."""
 COUNT_BLOCK_BYTES = 2**20
 """Bytes of scores per counting step and CPU thread (each thread's share of the hot rows stays in its core's L2)."""
 ACCELERATOR_COUNT_BLOCK_BYTES = 2**28
@@ -122,7 +119,7 @@ class _Layout:
 
         Cuts fall on the last item boundary at or before each multiple of ``rows`` rows, so a chunk holds at most
         ``rows`` rows unless an item straddles a multiple; a last chunk under ``rows // 2`` rows joins the one before.
-        A band spans the chunk's items, widened to ``MIN_PIECE`` columns, its edges to multiples of ``COLUMN_ALIGN``,
+        A band spans the chunk's items, widened to ``MIN_PIECE`` columns, its edges to multiples of ``ALIGNED_COLUMNS``,
         and to the edge of the captioned items when fewer than ``MIN_PIECE`` columns would remain beyond it.
         """
         query_to_gallery = query_to_gallery.cpu()
@@ -143,8 +140,8 @@ class _Layout:
         for item_start, item_stop in zip([0, *cuts[:-1]], cuts, strict=True):
             band_stop = max(item_stop, min(num_items, item_start + MIN_PIECE))
             band_start = min(item_start, max(0, band_stop - MIN_PIECE))
-            band_start -= band_start % COLUMN_ALIGN
-            band_stop = min(num_items, band_stop + -band_stop % COLUMN_ALIGN)
+            band_start -= band_start % ALIGNED_COLUMNS
+            band_stop = min(num_items, band_stop + -band_stop % ALIGNED_COLUMNS)
             band_start = 0 if band_start < MIN_PIECE else band_start
             band_stop = num_items if num_items - band_stop < MIN_PIECE else band_stop
             row_start = int(ends[item_start - 1]) if item_start else 0
@@ -394,7 +391,7 @@ def _evaluate(captioned: PieceScores, uncaptioned: PieceScores | None, layout: _
         evaluation.count_captioned(block, r0, b0)
     del diagonal
     for r0, r1, b0, b1 in layout.chunks:
-        width = max(MIN_PIECE, PIECE_ELEMENTS // (r1 - r0) // COLUMN_ALIGN * COLUMN_ALIGN)
+        width = max(MIN_PIECE, PIECE_ELEMENTS // (r1 - r0) // ALIGNED_COLUMNS * ALIGNED_COLUMNS)
         for c0, c1 in _tiles(0, b0, width) + _tiles(b1, num_items, width):
             evaluation.count_captioned(captioned(r0, r1, c0, c1), r0, c0)
         if uncaptioned is not None:

@@ -15,7 +15,8 @@ Views = Mapping[str, Tensor]
 Scorer = Callable[[Views, Views], Tensor]
 ALIGNED_COLUMNS = 16
 """Score rows are laid out on multiples of this many columns (64 bytes of fp32): MKL writes a block whose rows are not
-64-byte multiples 10-30% slower (measured at 1,024 queries x 1,500 / 4,335 / 5,000 items, d = 1,024)."""
+64-byte multiples 10-30% slower (measured at 1,024 queries x 1,500 / 4,335 / 5,000 items, d = 1,024). ``DotScorer``
+pads its rows; the ranking core also cuts pieces and bands on these multiples, for scorers with GEMMs of their own."""
 
 
 def slice_views(views: Views, start: int, stop: int) -> dict[str, Tensor]:

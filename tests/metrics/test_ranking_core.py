@@ -153,7 +153,7 @@ def test_every_pair_is_scored_once_in_bounded_pieces(monkeypatch):
     monkeypatch.setattr("leccr_lightning.metrics.ranking.AUTO_CHUNK_ROWS", 8)
     monkeypatch.setattr("leccr_lightning.metrics.ranking.PIECE_ELEMENTS", 16)
     monkeypatch.setattr("leccr_lightning.metrics.ranking.MIN_PIECE", 1)
-    monkeypatch.setattr("leccr_lightning.metrics.ranking.COLUMN_ALIGN", 1)
+    monkeypatch.setattr("leccr_lightning.metrics.ranking.ALIGNED_COLUMNS", 1)
     scored = torch.zeros(50, 7, dtype=torch.long)
     sizes = []
 
@@ -176,7 +176,7 @@ def test_uncaptioned_items_are_only_competitors(monkeypatch):
     targets = torch.randint(0, 40, (30,), generator=torch.Generator().manual_seed(8)) // 4 * 4  # every 4th item
     monkeypatch.setattr("leccr_lightning.metrics.ranking.PIECE_ELEMENTS", 64)
     monkeypatch.setattr("leccr_lightning.metrics.ranking.MIN_PIECE", 3)
-    monkeypatch.setattr("leccr_lightning.metrics.ranking.COLUMN_ALIGN", 1)
+    monkeypatch.setattr("leccr_lightning.metrics.ranking.ALIGNED_COLUMNS", 1)
     scored = torch.zeros(30, 40, dtype=torch.long)
 
     def recording_scorer(query_views, gallery_views):
@@ -208,7 +208,7 @@ def test_views_path_matches_brute_force_with_ties_skew_and_shuffled_captions(chu
 
 def test_item_aligned_chunks_and_bands(monkeypatch):
     monkeypatch.setattr("leccr_lightning.metrics.ranking.MIN_PIECE", 1)
-    monkeypatch.setattr("leccr_lightning.metrics.ranking.COLUMN_ALIGN", 1)
+    monkeypatch.setattr("leccr_lightning.metrics.ranking.ALIGNED_COLUMNS", 1)
     targets = torch.tensor([2, 2, 2, 0, 5, 5, 0, 2, 2, 2, 2, 3, 6])  # items 0, 2, 3, 5, 6: 2, 7, 1, 2, 1 captions
     layout = _Layout.build(targets, num_gallery=7, rows=3)
     assert layout.items.tolist() == [0, 2, 3, 5, 6] and not layout.all_items_captioned
@@ -228,9 +228,9 @@ def test_item_aligned_chunks_and_bands(monkeypatch):
         (12, 13, 3, 5),
     )
     assert _tiles(0, 9, 4) == [(0, 4), (4, 9)] and _tiles(2, 10, 4) == [(2, 6), (6, 10)]
-    # band edges on multiples of COLUMN_ALIGN columns (the last one at the edge of the gallery)
+    # band edges on multiples of ALIGNED_COLUMNS columns (the last one at the edge of the gallery)
     monkeypatch.setattr("leccr_lightning.metrics.ranking.MIN_PIECE", 1)
-    monkeypatch.setattr("leccr_lightning.metrics.ranking.COLUMN_ALIGN", 4)
+    monkeypatch.setattr("leccr_lightning.metrics.ranking.ALIGNED_COLUMNS", 4)
     assert _Layout.build(torch.arange(10), num_gallery=10, rows=3).chunks == (
         (0, 3, 0, 4),
         (3, 6, 0, 8),
