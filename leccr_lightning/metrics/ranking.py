@@ -14,7 +14,8 @@ about ``chunk_size`` rows that hold whole items, so chunk c holds every caption 
 "diagonal" block S[chunk, j0:j1] contains the positives of its rows (t2v thresholds) and of its items (v2t
 thresholds). All diagonal blocks are scored first and kept (about Q x chunk_size / captions-per-item scores), which
 fixes every threshold; then every other block is scored once, counted in both directions while it is hot, and
-dropped. Every score is computed exactly once and every threshold is read from the same computation as its
+dropped (on the CPU by the fused kernel of ``counting``, which reads each score once for all its counts). Every
+score is computed exactly once and every threshold is read from the same computation as its
 competitors, so no GEMM is repeated and no full score matrix is held. Items without captions (a gallery larger
 than the captioned items, e.g. a million distractors) only compete in t2v: they are scored in column tiles of the
 full gallery whose captioned columns are left out of the counts.
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from leccr_lightning.metrics.counting import count_block, fused_counting
 from leccr_lightning.metrics.scoring import ALIGNED_COLUMNS, DotScorer, Views, slice_views
 
 AUTO_CHUNK_ROWS = 1024
@@ -189,8 +191,9 @@ class _ColumnCounter:
     """Counts, for every caption q, #{q' : S[q', j] > S[q, j]} in its item's column j (positions in ``items``).
 
     Captions are ordered per item by score (descending); the i-th of an item is "level i". Levels held by at
-    least half of the items are "dense": each step of rows is compared with them level by level while it is in
-    cache (missing items get +inf thresholds, which nothing exceeds); the rare deeper levels are compared on
+    least half of the items are "dense": on the CPU ``counting.count_block`` compares every score with all of them in
+    one pass, elsewhere each step of rows is compared with them level by level while it is in cache (missing items
+    get +inf thresholds, which nothing exceeds); the rare deeper levels are compared on
     gathered columns, so a skewed item does not multiply the work. Level 0 is each item's best positive
     (``scatter_reduce`` amax): the v2t rank. Counts are sums of fp32 0/1 comparison results over at most a step of
     rows (exact), accumulated in fp64.
@@ -322,14 +325,31 @@ class _Evaluation:
 
     def count_rows(self, block: Tensor, start: int) -> None:
         """t2v: add #{columns of ``block`` scored above each row's positive} for rows ``start`` ... of ``block``."""
+        if fused_counting(block):
+            no_levels = block.new_empty(0, block.shape[1])
+            rows = slice(start, start + block.shape[0])
+            count_block(block, self.positives[rows], no_levels, self.row_counts[rows], self.row_sums[rows], no_levels)
+            return
         for grouped, rows in self._row_steps(block, start):
             self._count_step(grouped, rows)
 
     def count_captioned(self, block: Tensor, start: int, first_item: int) -> None:
-        """Both directions for a block of captioned items ``first_item`` ... (grouped query rows ``start`` ...),
-        each step of rows counted in both while it is in cache."""
-        for grouped, rows in self._row_steps(block, start):
-            self.columns.count_dense(rows, first_item, self._count_step(grouped, rows))
+        """Both directions for a block of captioned items ``first_item`` ... (grouped query rows ``start`` ...): on
+        the CPU in one fused pass (``counting.count_block``), elsewhere step of rows by step while it is in cache."""
+        if fused_counting(block):
+            rows = slice(start, start + block.shape[0])
+            columns = slice(first_item, first_item + block.shape[1])
+            count_block(
+                block,
+                self.positives[rows],
+                self.columns.thresholds[:, columns],
+                self.row_counts[rows],
+                self.row_sums[rows],
+                self.columns.dense_counts[:, columns],
+            )
+        else:
+            for grouped, rows in self._row_steps(block, start):
+                self.columns.count_dense(rows, first_item, self._count_step(grouped, rows))
         self.columns.count_tail(block, first_item)
 
     def count_uncaptioned(self, block: Tensor, start: int, first_column: int) -> None:
