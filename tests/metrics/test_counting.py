@@ -1,13 +1,14 @@
 """The fused CPU counting kernel equals the plain torch counts, and the ranking core reports the same numbers with it
-as with the torch counting path it replaces on the CPU (the path CUDA blocks take)."""
+as with the torch counting path it replaces on the CPU (the path CUDA blocks take), for query-major and item-major
+blocks alike."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from leccr_lightning.metrics import counting
-from leccr_lightning.metrics.counting import count_block, fused_counting
+from leccr_lightning.metrics import counting, scoring
+from leccr_lightning.metrics.counting import count_block, fused_counting, item_major
 from leccr_lightning.metrics.ranking import retrieval_report, retrieval_report_from_views
 from leccr_lightning.metrics.scoring import DotScorer
 
@@ -27,9 +28,11 @@ def tied_block(rows: int, width: int, generator: torch.Generator, dtype=torch.fl
 @pytest.mark.parametrize("rows", [1, 3, 4, 7, 13])
 @pytest.mark.parametrize("width", [1, 17, 300])
 @pytest.mark.parametrize("levels", [0, 1, 5])
-def test_counts_equal_torch_with_ties_and_infinite_thresholds(rows, width, levels):
+@pytest.mark.parametrize("item_rows", [False, True], ids=["query-major", "item-major"])
+def test_counts_equal_torch_with_ties_and_infinite_thresholds(rows, width, levels, item_rows):
     generator = torch.Generator().manual_seed(rows * 1000 + width * 10 + levels)
-    block = tied_block(rows, width, generator)
+    block = tied_block(width, rows + 3, generator)[:, :rows].T if item_rows else tied_block(rows, width, generator)
+    assert item_major(block) == item_rows or rows == width == 1  # a 1 x 1 block is both
     row_thresholds = tied_block(1, rows, generator)[0]
     level_thresholds = tied_block(levels, width, generator)
     if levels:
@@ -47,7 +50,7 @@ def test_counts_equal_torch_with_ties_and_infinite_thresholds(rows, width, level
 def test_padded_transposed_and_float64_blocks_and_strided_outputs():
     generator = torch.Generator().manual_seed(0)
     padded = torch.randn(9, 48, generator=generator)
-    for block in (padded[:, :37], padded[:, 5:40], padded.T[:37], padded[:, :37].double()):
+    for block in (padded[:, :37], padded[:, 5:40], padded.T[:37], padded[:, :37].double(), padded.double().T[3:40]):
         levels = torch.randn(3, block.shape[1], generator=generator, dtype=block.dtype)
         counts_table = torch.zeros(3, block.shape[1] + 11, dtype=torch.float64)
         row_counts = torch.zeros(block.shape[0], dtype=torch.float64)
@@ -105,5 +108,7 @@ def test_reports_equal_the_torch_counting_path(monkeypatch, seed, chunk_size):
         return views, retrieval_report(queries @ gallery.T, query_to_gallery)
 
     fused = reports()
+    monkeypatch.setattr(scoring, "ITEM_MAJOR_DEVICES", ())
+    assert reports() == fused
     monkeypatch.setattr(counting, "FUSED_DEVICES", ())
     assert reports() == fused

@@ -18,6 +18,7 @@ from leccr_lightning.metrics import (
     retrieval_report,
     retrieval_report_from_embeddings,
     retrieval_report_from_views,
+    scoring,
 )
 from leccr_lightning.metrics.ranking import _Layout, _tiles
 
@@ -420,11 +421,17 @@ def test_non_finite_score_names_the_query_row():
 
 
 @pytest.mark.parametrize("width", [1500, 1504, 37])
-def test_dot_scorer_writes_aligned_rows_with_the_plain_products(width):
+def test_dot_scorer_writes_aligned_item_rows_with_the_plain_products(monkeypatch, width):
     queries, gallery = torch.randn(70, 64), torch.randn(width, 64)
     block = DotScorer()({"query": queries}, {"gallery": gallery})
-    assert torch.equal(block, queries @ gallery.T)
-    assert block.stride() == (width + -width % 16, 1)
+    assert block.shape == (70, width) and block.stride() == (1, 80)
+    assert torch.equal(block, (gallery @ queries.T).T)
+    assert torch.allclose(block, queries @ gallery.T, atol=1e-5)
+    grid_queries, grid_gallery = torch.randint(-8, 9, (70, 64)) / 8, torch.randint(-8, 9, (width, 64)) / 8
+    assert torch.equal(DotScorer()({"query": grid_queries}, {"gallery": grid_gallery}), grid_queries @ grid_gallery.T)
+    monkeypatch.setattr(scoring, "ITEM_MAJOR_DEVICES", ())
+    query_rows = DotScorer()({"query": queries}, {"gallery": gallery})
+    assert torch.equal(query_rows, queries @ gallery.T) and query_rows.stride() == (width + -width % 16, 1)
     trainable = gallery.clone().requires_grad_()
     scores = DotScorer()({"query": queries}, {"gallery": trainable})
     scores.sum().backward()
