@@ -185,7 +185,7 @@ def test_translate_test_fusion_uses_global_minmax_and_weights() -> None:
         )
         assert torch.allclose(scorer(queries, gallery), expected, atol=1e-6)
     plain = _model(translate_weight_test=0.0).scorer("test")
-    assert torch.equal(plain(queries, gallery), queries["query"] @ gallery["gallery"].T)
+    assert torch.allclose(plain(queries, gallery), queries["query"] @ gallery["gallery"].T, atol=1e-6)
 
 
 def test_encode_queries_without_translations_is_a_clear_error() -> None:
