@@ -33,9 +33,9 @@ from torch import Tensor
 ROWS_PER_GROUP = 4
 """Rows compared together against the column thresholds (one load/store of each column count per group)."""
 LEVELS_PER_PASS = 4
+"""Item-major blocks: levels compared together in one pass over an item's row of scores."""
 EXACT_FLOAT_COUNT = 2**24
 """Queries per item-major kernel call: its fp32 level counts are exact below 2**24."""
-"""Item-major blocks: levels compared together in one pass over an item's row of scores."""
 FUSED_DEVICES = ("cpu",)
 """Devices whose blocks are counted by the kernel; elsewhere (CUDA) the ranking core counts with torch kernels."""
 FUSED_DTYPES = (torch.float32, torch.float64)
@@ -44,6 +44,12 @@ FUSED_DTYPES = (torch.float32, torch.float64)
 def fused_counting(block: Tensor) -> bool:
     """Whether ``count_block`` counts this block: a float32/float64 block on a device of ``FUSED_DEVICES``."""
     return block.device.type in FUSED_DEVICES and block.dtype in FUSED_DTYPES
+
+
+@numba.njit(inline="always", boundscheck=False)
+def _stored_row(flat, stride, index, length):
+    """The ``length`` values of stored row ``index`` of ``flat`` (rows ``stride`` apart), a view."""
+    return flat[index * stride : index * stride + length]
 
 
 @numba.njit(nogil=True, cache=True, boundscheck=False, fastmath={"reassoc", "nsz"})
@@ -57,7 +63,7 @@ def _count(flat, row_stride, rows, width, row_thresholds, level_thresholds, row_
     for r in range(0, rows, ROWS_PER_GROUP):
         group = min(ROWS_PER_GROUP, rows - r)
         for k in range(group):
-            row = flat[(r + k) * row_stride : (r + k) * row_stride + width]
+            row = _stored_row(flat, row_stride, r + k, width)
             threshold = row_thresholds[r + k]
             above = 0
             total = np.float32(0.0)
@@ -68,10 +74,10 @@ def _count(flat, row_stride, rows, width, row_thresholds, level_thresholds, row_
             row_counts[r + k] += above
             row_sums[r + k] += total
         if group == ROWS_PER_GROUP:
-            a = flat[r * row_stride : r * row_stride + width]
-            b = flat[(r + 1) * row_stride : (r + 1) * row_stride + width]
-            c = flat[(r + 2) * row_stride : (r + 2) * row_stride + width]
-            d = flat[(r + 3) * row_stride : (r + 3) * row_stride + width]
+            a = _stored_row(flat, row_stride, r, width)
+            b = _stored_row(flat, row_stride, r + 1, width)
+            c = _stored_row(flat, row_stride, r + 2, width)
+            d = _stored_row(flat, row_stride, r + 3, width)
             for level in range(levels):
                 counts = partial[level]
                 thresholds = level_thresholds[level]
@@ -80,7 +86,7 @@ def _count(flat, row_stride, rows, width, row_thresholds, level_thresholds, row_
                     counts[j] += np.int32(a[j] > t) + np.int32(b[j] > t) + np.int32(c[j] > t) + np.int32(d[j] > t)
         else:
             for k in range(group):
-                row = flat[(r + k) * row_stride : (r + k) * row_stride + width]
+                row = _stored_row(flat, row_stride, r + k, width)
                 for level in range(levels):
                     counts = partial[level]
                     thresholds = level_thresholds[level]
@@ -107,22 +113,22 @@ def _count_item_major(
     for i in range(0, items, ROWS_PER_GROUP):
         group = min(ROWS_PER_GROUP, items - i)
         if group == ROWS_PER_GROUP:
-            a = flat[i * item_stride : i * item_stride + queries]
-            b = flat[(i + 1) * item_stride : (i + 1) * item_stride + queries]
-            c = flat[(i + 2) * item_stride : (i + 2) * item_stride + queries]
-            d = flat[(i + 3) * item_stride : (i + 3) * item_stride + queries]
+            a = _stored_row(flat, item_stride, i, queries)
+            b = _stored_row(flat, item_stride, i + 1, queries)
+            c = _stored_row(flat, item_stride, i + 2, queries)
+            d = _stored_row(flat, item_stride, i + 3, queries)
             for q in range(queries):
                 t = query_thresholds[q]
                 above[q] += np.int32(a[q] > t) + np.int32(b[q] > t) + np.int32(c[q] > t) + np.int32(d[q] > t)
                 totals[q] += (a[q] + b[q]) + (c[q] + d[q])
         else:
             for k in range(group):
-                row = flat[(i + k) * item_stride : (i + k) * item_stride + queries]
+                row = _stored_row(flat, item_stride, i + k, queries)
                 for q in range(queries):
                     above[q] += np.int32(row[q] > query_thresholds[q])
                     totals[q] += row[q]
         for k in range(group):
-            row = flat[(i + k) * item_stride : (i + k) * item_stride + queries]
+            row = _stored_row(flat, item_stride, i + k, queries)
             for level in range(0, levels - LEVELS_PER_PASS + 1, LEVELS_PER_PASS):
                 t0 = level_thresholds[level, i + k]
                 t1 = level_thresholds[level + 1, i + k]
@@ -191,20 +197,21 @@ def count_block(
     level_thresholds = level_thresholds.contiguous().numpy()
     outputs = row_counts.numpy(), row_sums.numpy(), level_counts.numpy()
     if item_major(block):
-        row_counts, row_sums, level_counts = outputs
+        counts, sums, levels = outputs
         for start in range(0, rows, EXACT_FLOAT_COUNT):
             stop = min(rows, start + EXACT_FLOAT_COUNT)
             flat, item_stride = _flat(block[start:stop].T)
+            queries = slice(start, stop)
             _count_item_major(
                 flat,
                 item_stride,
                 width,
                 stop - start,
-                row_thresholds[start:stop],
+                row_thresholds[queries],
                 level_thresholds,
-                row_counts[start:stop],
-                row_sums[start:stop],
-                level_counts,
+                counts[queries],
+                sums[queries],
+                levels,
             )
     else:
         flat, row_stride = _flat(_row_major(block))
