@@ -35,7 +35,7 @@ lint: install
 	$(BIN)/ruff format --check leccr_lightning tests benchmarks experiments
 
 # Every benchmark with its defaults (--device cuda when a GPU is visible); each prints its ratios with their goals.
-# About 30 minutes on the 2-core machine, most of it the million-item gallery: the metric (3 x ~40 s when quiet) and
+# 18-30 minutes on the 2-core machine, most of it the million-item gallery: the metric (3 x ~40 s when quiet) and
 # the faiss indexes at 1M items (IVF ~1 min, HNSW ~12 min to build).
 bench: install
 	$(BIN)/python benchmarks/eval_speed.py
