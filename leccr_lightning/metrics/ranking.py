@@ -36,8 +36,8 @@ from leccr_lightning.metrics.scoring import ALIGNED_COLUMNS, DotScorer, Views, s
 AUTO_CHUNK_ROWS = 2048
 """Query rows per chunk when ``chunk_size`` is None. perf_anchors "near the floor" 4 uses 1,024-query GEMM chunks;
 2,048 halve the share of the narrow diagonal bands (17% of the GEMM at VATEX with 1,024) and the calls per report:
-paired in one process on 2 cores, evaluation / GEMM went from 1.04-1.06 to 1.00-1.01 at MSCOCO-5K and from 1.15-1.17
-to 1.12 at VATEX (4,096: 1.04-1.07 / 1.09-1.11)."""
+paired in one process on 2 cores, evaluation / GEMM went from 1.04-1.05 to 1.00-1.01 at MSCOCO-5K and from 1.15-1.17
+to 1.12 at VATEX (4,096: 1.03-1.07 / 1.09-1.11)."""
 PIECE_ELEMENTS = 2**22
 """Scores per scorer call (16 MiB of fp32) past which a block is cut into column tiles: small enough for the
 allocator to reuse the memory of the previous piece instead of mapping fresh pages."""
