@@ -240,7 +240,6 @@ class _ColumnCounter:
         self.tail_items = self.items[tail]
         self.tail_items_cpu = self.tail_items.cpu()
         self.tail_thresholds = scores[tail]
-        self.has_tail = bool(tail.any())
         self.tail_counts = torch.zeros(self.tail_items.numel(), dtype=torch.float64, device=device)
 
     def count_dense(self, rows: Tensor, first_item: int, hits: Tensor) -> None:
@@ -253,7 +252,7 @@ class _ColumnCounter:
 
     def count_tail(self, block: Tensor, first_item: int) -> None:
         """Add the counts of the levels deeper than the dense ones for ``block`` [rows, C] (columns as above)."""
-        if not self.has_tail:
+        if not self.tail_items_cpu.numel():
             return
         width = block.shape[1]
         lo, hi = (
